@@ -11,7 +11,7 @@ import functools
 
 import numba
 
-FASTMATH = frozenset({"contract", "reassoc", "nsz", "arcp"})
+FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
 jit = functools.partial(numba.njit, cache=True, fastmath=FASTMATH, nogil=True)
 pjit = functools.partial(numba.njit, cache=True, fastmath=FASTMATH, nogil=True, parallel=True)
