@@ -4,3 +4,77 @@ Loops over every index where that makes the definition plain. Shared by several 
 add new references by appending to the end of this file.
 """
 import numpy as np
+
+
+# ----------------------------------------------------------------- dense, activations, objectives
+
+def dense(x, w, b=None):
+    n, units = x.shape[0], w.shape[0]
+    z = np.zeros((n, units), x.dtype)
+    for i in range(n):
+        for u in range(units):
+            s = 0.0
+            for k in range(x.shape[1]):
+                s += x[i, k] * w[u, k]
+            z[i, u] = s + (b[u] if b is not None else 0.0)
+    return z
+
+
+def activation(z, name):
+    z = z.astype(np.float64)
+    if name == "linear":
+        return z
+    if name == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-z))
+    if name == "tanh":
+        return np.tanh(z)
+    if name == "relu":
+        return np.where(z > 0, z, 0.0)
+    if name == "leaky_relu":
+        return np.where(z > 0, z, 0.01 * z)
+    if name == "softmax":
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    raise KeyError(name)
+
+
+def activation_jacobian(z, name):
+    """Full (N, F, F) Jacobian dy/dz by the textbook formulas."""
+    n, f = z.shape
+    y = activation(z, name)
+    jac = np.zeros((n, f, f))
+    for i in range(n):
+        if name == "softmax":
+            jac[i] = np.diag(y[i]) - np.outer(y[i], y[i])
+        else:
+            d = {"linear": np.ones(f), "sigmoid": y[i] * (1 - y[i]), "tanh": 1 - y[i] ** 2,
+                 "relu": (z[i] > 0).astype(float), "leaky_relu": np.where(z[i] > 0, 1.0, 0.01)}[name]
+            jac[i] = np.diag(d)
+    return jac
+
+
+def objective(p, y, name, eps=1e-7):
+    """Batch-mean loss by the formulas in neurons/objectives.py."""
+    p = p.astype(np.float64)
+    y = y.astype(np.float64)
+    f = p.shape[1]
+    c = np.clip(p, eps, 1 - eps)
+    e = p - y
+    if name == "ae":
+        per = np.abs(e).sum(1)
+    elif name == "mae":
+        per = np.abs(e).sum(1) / f
+    elif name == "mse":
+        per = (e ** 2).sum(1) / f
+    elif name == "rmse":
+        per = np.sqrt((e ** 2).sum(1) / f)
+    elif name == "cross_entropy":
+        per = -(y * np.log(c)).sum(1)
+    elif name == "binary_cross_entropy":
+        per = -(y * np.log(c) + (1 - y) * np.log(1 - c)).sum(1) / f
+    elif name == "kl_divergence":
+        safe = np.where(y > 0, y, 1.0)
+        per = np.where(y > 0, y * (np.log(safe) - np.log(c)), 0.0).sum(1)
+    else:
+        raise KeyError(name)
+    return per.mean()

@@ -1,0 +1,17 @@
+"""neurons: small neural networks from scratch on Numba.
+
+>>> import neurons
+>>> net = (neurons.Network((4,)).dense(16, "relu").dense(3, "softmax")
+...        .set_optimizer(neurons.optimizers.Adam(lr=0.01)).set_objective("cross_entropy"))
+>>> trained = net.learn(x, y, epochs=50)                      # doctest: +SKIP
+"""
+from . import activations, datasets, layers, objectives, optimizers
+from .activations import Activation
+from .io import load, save
+from .network import Loopback, Network, Skip
+from .objectives import Objective
+from .training import History, Trained, TrainingError
+
+__version__ = "0.1.0"
+__all__ = ["Network", "Trained", "History", "TrainingError", "Activation", "Objective", "Skip", "Loopback",
+           "activations", "objectives", "optimizers", "layers", "datasets", "save", "load"]

@@ -1,0 +1,67 @@
+"""What a person sees: ``print(net)`` and training-curve plots."""
+import numpy as np
+
+
+def _shape(s):
+    return "(" + ", ".join(map(str, s)) + ")"
+
+
+def _count(tree):
+    if isinstance(tree, tuple):
+        return sum(_count(t) for t in tree)
+    return int(np.prod(tree.shape))
+
+
+def describe(net):
+    """A table of the layers (input -> output shape, activation, bias, dropout, parameter count),
+    the connections, loops and blocks, the optimizer, the objective and the total."""
+    lines = [f"Network(input {_shape(net.input_shape)}, {net.dtype})"]
+    params = net._param_shapes
+    loops = {lp.into: lp for lp in net.loops}
+    skips = {s.into: s for s in net.skips}
+    for i, (lay, (a, b)) in enumerate(zip(net.layers, net.shapes)):
+        lines.append(f"  {i:>2}  {lay.describe():<72} {_shape(a):>14} -> {_shape(b):<14} {_count(params[i]):>9,} params")
+        if lay.kind == "feedback":
+            for j, (sub, (sa, sb)) in enumerate(zip(lay.layers, lay.inside(a))):
+                lines.append(f"      {i}.{j} {sub.describe():<70} {_shape(sa):>14} -> {_shape(sb):<14}"
+                             f" {_count(params[i][j]):>9,} (tied)")
+        if i in skips:
+            lines.append(f"      skip: input of layer {skips[i].infrom} -> input of layer {i} ({net.skip_accumulation})")
+        if i in loops:
+            lp = loops[i]
+            scale = "" if lp.scale is None else f", gradient scale {lp.factor():g}"
+            lines.append(f"      loop: layers {lp.into}..{lp.outof} run {lp.iterations + 1} times "
+                         f"({lp.iterations} iterations, {net.loop_accumulation}{', inskips' if lp.inskips else ''}{scale})")
+    opt = net.optimizer
+    lines.append(f"  optimizer: {opt.describe() if hasattr(opt, 'describe') else opt!r}")
+    clip = f", gradient clip {net.clip}" if net.clip else ""
+    lines.append(f"  objective: {net.objective}{clip}")
+    lines.append(f"  parameters: {net.parameters:,}")
+    return "\n".join(lines)
+
+
+def plot_history(history, path=None, title=None):
+    """Loss and accuracy curves; saved to ``path`` when given. Needs matplotlib (extra ``plot``)."""
+    try:
+        import matplotlib
+        if path is not None:
+            matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'neurons[plot]'") from None
+    epochs = np.arange(1, history.epochs + 1)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, history.train_loss, label="train")
+    if history.val_loss:
+        ax1.plot(epochs[:len(history.val_loss)], history.val_loss, label="validation")
+        ax2.plot(epochs[:len(history.val_acc)], 100 * np.asarray(history.val_acc), color="C1")
+    ax1.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax1.legend()
+    ax2.set(xlabel="epoch", ylabel="accuracy (%)", title="validation accuracy")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return fig

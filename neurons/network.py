@@ -1,0 +1,456 @@
+"""The immutable ``Network`` builder and its functional API.
+
+Every builder method returns a new ``Network``; shapes are inferred and checked when a layer or
+connection is added, so an invalid graph fails at build time, naming indices and shapes.
+"""
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+
+from . import graph
+from ._threads import blas_single
+from .activations import Activation
+from .layers import Convolution, Deconvolution, Dense, Feedback, Maxpool
+from .objectives import Objective, objective as _objective
+from .kernels import objectives as kobj
+
+
+class Skip(NamedTuple):
+    """``connect(infrom, into)``: the input of ``into`` accumulates the input of ``infrom``."""
+    infrom: int
+    into: int
+
+
+class Loopback(NamedTuple):
+    """Layers ``into..outof`` run ``iterations + 1`` times with one set of weights."""
+    outof: int
+    into: int
+    iterations: int
+    scale: Any = None
+    inskips: bool = False
+
+    def factor(self):
+        """The weight-gradient multiplier ``scale(passes)`` (1 when no scale is set)."""
+        if self.scale is None:
+            return 1.0
+        return float(self.scale(self.iterations + 1)) if callable(self.scale) else float(self.scale)
+
+
+def _default_optimizer():
+    from .optimizers import SGD
+    return SGD(lr=0.01)
+
+
+def _as_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network description: layers, connections, optimizer and objective. Never changes.
+
+    >>> net = (Network((4,)).dense(8, "relu").dense(3, "softmax")
+    ...        .set_objective("cross_entropy"))
+    """
+    input_shape: tuple
+    dtype: str = "float32"
+    layers: tuple = field(default=(), kw_only=True)
+    shapes: tuple = field(default=(), kw_only=True, repr=False)
+    skips: tuple = field(default=(), kw_only=True)
+    loops: tuple = field(default=(), kw_only=True)
+    optimizer: Any = field(default_factory=_default_optimizer, kw_only=True)
+    objective: Objective = field(default=Objective.MSE, kw_only=True)
+    clip: tuple | None = field(default=None, kw_only=True)
+    skip_accumulation: str = field(default="add", kw_only=True)
+    loop_accumulation: str = field(default="mean", kw_only=True)
+
+    def __post_init__(self):
+        shape = self.input_shape
+        if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+            shape = (int(shape),)
+        if (not isinstance(shape, (tuple, list)) or len(shape) not in (1, 3)
+                or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape)):
+            raise ValueError(f"input_shape must be (features,) or (channels, height, width) of positive ints, "
+                             f"got {self.input_shape!r}")
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in shape))
+        try:
+            dt = np.dtype(self.dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}") from None
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        object.__setattr__(self, "dtype", dt.name)
+
+    # ------------------------------------------------------------------ building
+
+    @property
+    def output_shape(self):
+        return self.shapes[-1][1] if self.shapes else self.input_shape
+
+    def _add(self, spec):
+        prev = self.output_shape
+        try:
+            shapes = spec.shapes(prev)
+        except ValueError as e:
+            raise ValueError(f"layer {len(self.layers)} ({spec.kind}) after shape {prev}: {e}") from None
+        return replace(self, layers=self.layers + (spec,), shapes=self.shapes + (shapes,))
+
+    def dense(self, units, activation="linear", bias=True, dropout=None):
+        """Add ``Dense(units)``; image input is flattened."""
+        return self._add(Dense(units, activation, bias, dropout))
+
+    def convolution(self, filters, kernel=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                    activation="linear", bias=False, dropout=None):
+        """Add a 2-D convolution; dense input of a square size is reshaped to ``(1, √F, √F)``."""
+        return self._add(Convolution(filters, kernel, stride, padding, dilation, activation, bias, dropout))
+
+    def deconvolution(self, filters, kernel=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                      activation="linear", bias=False, dropout=None, output_padding=(0, 0)):
+        """Add a transposed convolution (kernel layout ``(channels, filters, kh, kw)``)."""
+        return self._add(Deconvolution(filters, kernel, stride, padding, dilation, activation, bias,
+                                       dropout, output_padding))
+
+    def maxpool(self, kernel=(2, 2), stride=(2, 2)):
+        """Add max-pooling."""
+        return self._add(Maxpool(kernel, stride))
+
+    def feedback(self, layers, loops, inskips=False, outskips=False, accumulation="mean", coupling="sum"):
+        """Add a weight-tied feedback block of ``neurons.layers`` specs, applied ``loops`` times."""
+        return self._add(Feedback(layers, loops, inskips, outskips, accumulation, coupling))
+
+    def _check_index(self, value, name):
+        value = _as_int(value, name)
+        if not 0 <= value < len(self.layers):
+            raise ValueError(f"{name}={value} is out of range: the network has layers 0..{len(self.layers) - 1}")
+        return value
+
+    def _loop_of(self, i):
+        return next((lp for lp in self.loops if lp.into <= i <= lp.outof), None)
+
+    def connect(self, infrom, into):
+        """Skip connection: the input of layer ``into`` accumulates the input of layer ``infrom``."""
+        infrom, into = self._check_index(infrom, "infrom"), self._check_index(into, "into")
+        if infrom >= into:
+            raise ValueError(f"connect(infrom={infrom}, into={into}): infrom must come before into")
+        if any(s.into == into for s in self.skips):
+            other = next(s for s in self.skips if s.into == into)
+            raise ValueError(f"layer {into} already receives a skip connection (from layer {other.infrom})")
+        a, b = self.shapes[infrom][0], self.shapes[into][0]
+        if int(np.prod(a)) != int(np.prod(b)):
+            raise ValueError(f"connect(infrom={infrom}, into={into}): the input of layer {infrom} has shape {a} "
+                             f"({int(np.prod(a))} elements) but the input of layer {into} has shape {b} "
+                             f"({int(np.prod(b))} elements)")
+        return replace(self, skips=self.skips + (Skip(infrom, into),))
+
+    def loopback(self, outof, into, iterations, scale=None, inskips=False):
+        """Feed the output of layer ``outof`` back into layer ``into`` ``iterations`` times."""
+        outof, into = self._check_index(outof, "outof"), self._check_index(into, "into")
+        iterations = _as_int(iterations, "iterations")
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if outof < into:
+            raise ValueError(f"loopback(outof={outof}, into={into}): outof must not come before into")
+        for i in range(into, outof + 1):
+            if self.layers[i].kind == "feedback":
+                raise ValueError(f"loopback(outof={outof}, into={into}) would span the feedback block at layer {i}")
+            lp = self._loop_of(i)
+            if lp is not None:
+                raise ValueError(f"layer {i} is already in the loop (outof={lp.outof}, into={lp.into})")
+        a, b = self.shapes[outof][1], self.shapes[into][0]
+        if int(np.prod(a)) != int(np.prod(b)):
+            raise ValueError(f"loopback(outof={outof}, into={into}): layer {outof} gives {a} "
+                             f"({int(np.prod(a))} elements) but layer {into} takes {b} ({int(np.prod(b))} elements)")
+        if scale is not None and not callable(scale):
+            if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
+                    or not np.isfinite(scale):
+                raise TypeError(f"scale must be None, a finite number or a function of the passes, not {scale!r}")
+            scale = float(scale)
+        loops = tuple(sorted(self.loops + (Loopback(outof, into, iterations, scale, bool(inskips)),),
+                             key=lambda lp: lp.into))
+        return replace(self, loops=loops)
+
+    def set_accumulation(self, skip="add", loop="mean"):
+        """How skips (add, subtract, multiply, overwrite, mean) and loops (the same) combine."""
+        skip, loop = str(skip).lower(), str(loop).lower()
+        if skip not in graph.SKIP_MODES:
+            raise ValueError(f"skip accumulation must be one of {', '.join(graph.SKIP_MODES)}, got {skip!r}")
+        if loop not in graph.LOOP_MODES:
+            raise ValueError(f"loop accumulation must be one of {', '.join(graph.LOOP_MODES)}, got {loop!r}")
+        return replace(self, skip_accumulation=skip, loop_accumulation=loop)
+
+    def set_optimizer(self, optimizer):
+        """Use ``optimizer`` (e.g. ``neurons.optimizers.Adam(lr=1e-3)``) in ``learn``."""
+        if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+            raise TypeError(f"optimizer must be one of neurons.optimizers (with init and update), not {optimizer!r}")
+        return replace(self, optimizer=optimizer)
+
+    def set_objective(self, name, clip=None):
+        """Use objective ``name``; ``clip=(lo, hi)`` clamps each per-sample loss gradient element."""
+        obj = _objective(name)
+        if clip is not None:
+            if not isinstance(clip, (tuple, list)) or len(clip) != 2:
+                raise TypeError(f"clip must be None or a pair (lo, hi), not {clip!r}")
+            lo, hi = float(clip[0]), float(clip[1])
+            if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+                raise ValueError(f"clip must be finite with lo <= hi, got {clip!r}")
+            clip = (lo, hi)
+        return replace(self, objective=obj, clip=clip)
+
+    def probe(self, skips=False, loops=False, feedback=False):
+        """The same network with its skips, loops and/or feedback switched off (``True`` = keep).
+
+        The params of the trained network fit it unchanged: a block runs once, a loop not at all.
+        """
+        net = self
+        if not skips:
+            net = replace(net, skips=())
+        if not loops:
+            net = replace(net, loops=())
+        if not feedback:
+            net = replace(net, layers=tuple(replace(lay, loops=1) if lay.kind == "feedback" else lay
+                                            for lay in net.layers))
+        return net
+
+    # ------------------------------------------------------------------ structure
+
+    @cached_property
+    def program(self):
+        if not self.layers:
+            raise ValueError("the network has no layers; add some with dense(), convolution(), ...")
+        return graph.compile_program(
+            self.layers, self.shapes, {s.into: s.infrom for s in self.skips},
+            {lp.into: (lp.outof, lp.iterations, lp.inskips) for lp in self.loops},
+            self.skip_accumulation, self.loop_accumulation)
+
+    @cached_property
+    def _fused(self):
+        """softmax + cross-entropy computed together from the logits (stable, exact gradient)."""
+        ops = self.program.ops
+        last = ops[-1]
+        if self.objective is not Objective.CROSS_ENTROPY or self.clip is not None:
+            return False
+        if not isinstance(last, graph.Apply) or last.dst != self.program.output:
+            return False
+        spec = graph._spec(self.layers, last)
+        return spec.activation is Activation.SOFTMAX and not spec.dropout
+
+    @cached_property
+    def _grad_factors(self):
+        """Per-layer multipliers of the param gradients: loop ``scale`` and block coupling."""
+        factors = [1.0] * len(self.layers)
+        for lp in self.loops:
+            for i in range(lp.into, lp.outof + 1):
+                factors[i] *= lp.factor()
+        for i, lay in enumerate(self.layers):
+            if lay.kind == "feedback" and lay.coupling == "mean":
+                factors[i] /= lay.loops
+        return tuple(factors)
+
+    @property
+    def parameters(self):
+        """The number of trainable scalars (tied weights counted once)."""
+        return sum(int(np.prod(s)) for s in _leaf_shapes(self._param_shapes))
+
+    @cached_property
+    def _param_shapes(self):
+        """Zero-strided stand-ins with each param's shape (no memory held)."""
+        rng = np.random.default_rng(0)
+        return tuple(_shapes_only(lay.init(shape[0], rng, np.float32)) for lay, shape in zip(self.layers, self.shapes))
+
+    # ------------------------------------------------------------------ functional API
+
+    def init(self, seed=0):
+        """Fresh params (seeded): a tuple with one entry per layer, see SPEC §10."""
+        if not self.layers:
+            raise ValueError("the network has no layers; add some with dense(), convolution(), ...")
+        rng = np.random.default_rng(seed)
+        return tuple(lay.init(shape[0], rng, self.dtype) for lay, shape in zip(self.layers, self.shapes))
+
+    def forward(self, params, x, train=False, seed=0):
+        """The network's output for a batch ``x``; ``train=True`` applies dropout (masks from ``seed``)."""
+        self.check_params(params)
+        x = self.check_x(x)
+        with blas_single():
+            out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x, train, seed)
+        return out.reshape((len(x),) + self.output_shape)
+
+    def loss_and_grad(self, params, x, y, train=True, seed=0):
+        """``(loss, grads)``: the batch-mean loss and its exact gradient, shaped like ``params``."""
+        self.check_params(params)
+        x = self.check_x(x)
+        y = self.check_y(y, len(x))
+        with blas_single():
+            return self._loss_and_grad(params, x, y, train, seed)
+
+    def _loss_and_grad(self, params, x, y, train, seed):
+        fused = self._fused
+        out, values, caches = graph.run_forward(self.program, self.layers, self.shapes, params, x, train,
+                                                seed, activate_last=not fused)
+        n = len(x)
+        out2 = out.reshape(n, -1)
+        if fused:
+            loss, dout, _ = kobj.softmax_cross_entropy(out2, y)
+        else:
+            lo, hi = self.clip if self.clip else (0.0, 0.0)
+            loss, dout = kobj.objective_forward_backward(out2, y, self.objective.value, self.clip is not None, lo, hi)
+        grads = graph.run_backward(self.program, self.layers, params, values, caches,
+                                   dout.reshape(out.shape), activate_last=not fused)
+        factors = self._grad_factors
+        if any(f != 1.0 for f in factors):
+            grads = tuple(_scale_tree(g, f) if f != 1.0 else g for g, f in zip(grads, factors))
+        return float(loss), grads
+
+    def _outputs_and_loss(self, params, x, y):
+        """Inference outputs and the batch-mean loss (no clipping, no dropout)."""
+        fused = self._fused
+        out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x, False, 0,
+                                      activate_last=not fused)
+        out2 = out.reshape(len(x), -1)
+        if fused:
+            loss, _, p = kobj.softmax_cross_entropy(out2, y)
+            return p, float(loss)
+        return out2, float(kobj.objective_loss(out2, y, self.objective.value))
+
+    def predict(self, params, x, batch=1000):
+        """Inference outputs for ``x``, computed ``batch`` samples at a time."""
+        self.check_params(params)
+        x = self.check_x(x)
+        outs = []
+        with blas_single():
+            for i in range(0, len(x), batch):
+                out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x[i:i + batch])
+                outs.append(out.reshape((-1,) + self.output_shape))
+        return np.concatenate(outs) if outs else np.empty((0,) + self.output_shape, self.dtype)
+
+    def evaluate(self, params, x, y, batch=1000, tol=0.5):
+        """``(loss, accuracy)``: accuracy is the arg-max match for several outputs, else ``|p - y| < tol``."""
+        self.check_params(params)
+        x = self.check_x(x)
+        y = self.check_y(y, len(x))
+        with blas_single():
+            return self._evaluate(params, x, y, batch, tol)
+
+    def _evaluate(self, params, x, y, batch=1000, tol=0.5):
+        total, hits = 0.0, 0
+        for i in range(0, len(x), batch):
+            xb, yb = x[i:i + batch], y[i:i + batch]
+            p, loss = self._outputs_and_loss(params, xb, yb)
+            total += loss * len(xb)
+            hits += _hits(p, yb, tol)
+        n = max(len(x), 1)
+        return total / n, hits / n
+
+    def learn(self, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
+              params=None, tol=0.5):
+        """Train with minibatches; returns ``Trained`` (params, history). See ``neurons.training``."""
+        from .training import learn
+        return learn(self, x, y, validation=validation, batch=batch, epochs=epochs, print_every=print_every,
+                     seed=seed, shuffle=shuffle, params=params, tol=tol)
+
+    # ------------------------------------------------------------------ checks
+
+    def check_x(self, x, name="x"):
+        """``x`` as a C-contiguous array of the network's dtype shaped ``(N,) + input_shape``."""
+        x = _numeric(x, name)
+        want = int(np.prod(self.input_shape))
+        if x.ndim < 1 or (x.ndim == 1 and want != 1) or int(np.prod(x.shape[1:])) != want:
+            raise ValueError(f"{name} has shape {x.shape}; this network takes (N, {', '.join(map(str, self.input_shape))})"
+                             f" ({want} values per sample)")
+        if x.ndim == 1:
+            x = x.reshape(-1, 1)
+        _finite(x, name)
+        return np.ascontiguousarray(x, dtype=self.dtype).reshape((len(x),) + self.input_shape)
+
+    def check_y(self, y, n, name="y"):
+        """Targets as ``(N, outputs)`` in the network's dtype; integer labels become one-hot."""
+        y = _numeric(y, name)
+        if len(y) != n:
+            raise ValueError(f"{name} has {len(y)} samples but x has {n}")
+        outputs = int(np.prod(self.output_shape))
+        if y.ndim == 1 and y.dtype.kind in "iu" and outputs > 1:
+            bad = (y < 0) | (y >= outputs)
+            if bad.any():
+                j = int(np.argmax(bad))
+                raise ValueError(f"{name}[{j}] = {y[j]} is not a class label in 0..{outputs - 1} "
+                                 f"(the network has {outputs} outputs)")
+            onehot = np.zeros((n, outputs), self.dtype)
+            onehot[np.arange(n), y] = 1
+            return onehot
+        if int(np.prod(y.shape[1:])) != outputs or (y.ndim == 1 and outputs != 1):
+            raise ValueError(f"{name} has shape {y.shape}; this network gives {self.output_shape} per sample, "
+                             f"so {name} should be (N, {outputs}) (or integer class labels of shape (N,))")
+        _finite(y, name)
+        return np.ascontiguousarray(y, dtype=self.dtype).reshape(n, outputs)
+
+    def check_params(self, params):
+        """Raise a clear error unless ``params`` fit this network (structure, shapes, dtype)."""
+        want = self._param_shapes
+        if not isinstance(params, tuple) or len(params) != len(want):
+            raise ValueError(f"params must be a tuple of {len(want)} entries (one per layer), "
+                             f"got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}")
+        for i, (p, w) in enumerate(zip(params, want)):
+            flat_p, flat_w = _leaves(p), _leaves(w)
+            if len(flat_p) != len(flat_w):
+                raise ValueError(f"params[{i}] has {len(flat_p)} arrays, layer {i} needs {len(flat_w)}")
+            for a, b in zip(flat_p, flat_w):
+                if not isinstance(a, np.ndarray) or a.shape != b.shape:
+                    raise ValueError(f"params[{i}]: expected an array of shape {b.shape}, "
+                                     f"got {getattr(a, 'shape', type(a).__name__)}")
+                if a.dtype != self.dtype:
+                    raise TypeError(f"params[{i}] has dtype {a.dtype}; this network is {self.dtype}")
+
+    def __str__(self):
+        from .display import describe
+        return describe(self)
+
+
+def _numeric(a, name):
+    try:
+        a = np.asarray(a)
+    except Exception as e:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array of numbers: {e}") from None
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, not dtype {a.dtype}")
+    if a.ndim == 0:
+        raise ValueError(f"{name} must have a batch axis, got a scalar")
+    return a
+
+
+def _finite(a, name):
+    if a.dtype.kind == "f":
+        ok = np.isfinite(a)
+        if not ok.all():
+            idx = np.unravel_index(int(np.argmin(ok)), a.shape)
+            raise ValueError(f"{name} holds a non-finite value ({a[idx]}) at index {tuple(int(i) for i in idx)}")
+
+
+def _hits(p, y, tol):
+    if p.shape[1] > 1:
+        return int(np.sum(np.argmax(p, axis=1) == np.argmax(y, axis=1)))
+    return int(np.sum(np.abs(p[:, 0] - y[:, 0]) < tol))
+
+
+def _leaves(tree):
+    if isinstance(tree, tuple):
+        return [leaf for t in tree for leaf in _leaves(t)]
+    return [tree]
+
+
+def _leaf_shapes(entries):
+    return [a.shape for a in _leaves(tuple(entries))]
+
+
+def _shapes_only(tree):
+    if isinstance(tree, tuple):
+        return tuple(_shapes_only(t) for t in tree)
+    return np.broadcast_to(np.float32(0), tree.shape)
+
+
+def _scale_tree(tree, f):
+    if isinstance(tree, tuple):
+        return tuple(_scale_tree(t, f) for t in tree)
+    return tree * tree.dtype.type(f)

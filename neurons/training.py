@@ -1,0 +1,187 @@
+"""Minibatch training: ``learn`` and its result, ``Trained``.
+
+The gradient of a step is the mean over its batch. Each epoch shuffles with an RNG seeded by
+``(seed, epoch)``; each step's dropout masks come from ``(seed, epoch, step)``. So the same
+seed, data and thread count give the same params, bit for bit.
+
+Early stopping (the original's rule): stop once the validation loss has risen ``patience``
+epochs in a row; the params with the lowest validation loss are the ones returned.
+"""
+from dataclasses import dataclass, field
+import sys
+import time
+
+import numpy as np
+
+from ._threads import blas_single
+
+
+class TrainingError(FloatingPointError):
+    """A NaN or inf loss; ``.result`` is the ``Trained`` with the last good params."""
+
+    def __init__(self, message, result):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class History:
+    """Per-epoch records of a ``learn`` run (lists of equal length)."""
+    train_loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_acc: list = field(default_factory=list)
+    train_time: list = field(default_factory=list)
+    val_time: list = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def epochs(self):
+        return len(self.train_loss)
+
+    def as_dict(self):
+        return {k: getattr(self, k) for k in ("train_loss", "val_loss", "val_acc", "train_time", "val_time",
+                                              "best_epoch", "stopped_early")}
+
+
+@dataclass
+class Trained:
+    """A network with its trained params and training history."""
+    network: object
+    params: tuple
+    history: History = field(default_factory=History)
+
+    def predict(self, x, batch=1000):
+        return self.network.predict(self.params, x, batch)
+
+    def evaluate(self, x, y, batch=1000, tol=0.5):
+        return self.network.evaluate(self.params, x, y, batch, tol)
+
+    def save(self, path):
+        from .io import save
+        save(path, self.network, self.params, self.history)
+
+    def plot(self, path=None, title=None):
+        from .display import plot_history
+        return plot_history(self.history, path, title)
+
+    def __str__(self):
+        return str(self.network)
+
+
+def _validation(net, validation):
+    if validation is None:
+        return None, None, None
+    if not isinstance(validation, (tuple, list)) or len(validation) not in (2, 3):
+        raise TypeError("validation must be (x_val, y_val) or (x_val, y_val, patience)")
+    xv = net.check_x(validation[0], "x_val")
+    yv = net.check_y(validation[1], len(xv), "y_val")
+    patience = validation[2] if len(validation) == 3 else None
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
+                                 or patience < 1):
+        raise ValueError(f"patience must be an int >= 1 or None, got {patience!r}")
+    return xv, yv, patience
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
+def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
+          params=None, tol=0.5, out=None):
+    """Train ``net`` on ``(x, y)``; returns ``Trained``.
+
+    ``validation``: ``(x_val, y_val)`` or ``(x_val, y_val, patience)``. ``params``: start from
+    these instead of ``net.init(seed)``. ``print_every``: print the epoch table every that many
+    epochs (and the last). A NaN/inf loss raises ``TrainingError`` carrying the last good params.
+    """
+    x = net.check_x(x)
+    y = net.check_y(y, len(x))
+    xv, yv, patience = _validation(net, validation)
+    batch = _positive_int(batch, "batch")
+    epochs = _positive_int(epochs, "epochs")
+    if print_every is not None:
+        print_every = _positive_int(print_every, "print_every")
+    if params is None:
+        params = net.init(seed)
+    else:
+        net.check_params(params)
+        params = _copy(params)
+    out = out or sys.stdout
+    opt = net.optimizer
+    state = opt.init(params)
+    history = History()
+    best, best_loss, rising, prev = params, np.inf, 0, None
+    good = params
+    n = len(x)
+
+    if print_every:
+        print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
+    with blas_single():
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+            total = 0.0
+            for step, start in enumerate(range(0, n, batch)):
+                idx = order[start:start + batch]
+                xb, yb = (x[idx], y[idx]) if shuffle else (x[start:start + batch], y[start:start + batch])
+                loss, grads = net._loss_and_grad(params, xb, yb, True, _step_seed(seed, epoch, step))
+                if not np.isfinite(loss) or not _finite_tree(grads):
+                    bad_loss = not np.isfinite(loss)
+                    what = f"loss became {loss}" if bad_loss else "gradient became non-finite"
+                    # params that gave a NaN loss are not good; their predecessor is
+                    result = Trained(net, good if bad_loss else params, history)
+                    raise TrainingError(
+                        f"the {what} at epoch {epoch + 1}, batch {step + 1}; the error's .result holds the last "
+                        f"good params (try a smaller learning rate or set_objective(..., clip=(lo, hi)))", result)
+                good = params
+                params, state = opt.update(grads, state, params)
+                total += loss * len(idx)
+            history.train_loss.append(total / n)
+            history.train_time.append(time.perf_counter() - t0)
+
+            if xv is not None:
+                t1 = time.perf_counter()
+                vloss, vacc = net._evaluate(params, xv, yv, tol=tol)
+                history.val_time.append(time.perf_counter() - t1)
+                history.val_loss.append(vloss)
+                history.val_acc.append(vacc)
+                if vloss < best_loss:
+                    best, best_loss, history.best_epoch = params, vloss, epoch + 1
+                rising = rising + 1 if prev is not None and vloss > prev else 0
+                prev = vloss
+            if print_every and ((epoch + 1) % print_every == 0 or epoch + 1 == epochs
+                                or (patience and rising >= patience)):
+                _row(out, epoch + 1, history)
+            if patience and rising >= patience:
+                history.stopped_early = True
+                if print_every:
+                    print(f"stopped early: the validation loss rose {patience} epochs in a row; "
+                          f"keeping the params of epoch {history.best_epoch}", file=out)
+                break
+    return Trained(net, best if xv is not None else params, history)
+
+
+def _row(out, epoch, h):
+    vl = f"{h.val_loss[-1]:12.5f}" if h.val_loss else f"{'-':>12}"
+    va = f"{100 * h.val_acc[-1]:8.2f}%" if h.val_acc else f"{'-':>9}"
+    t = h.train_time[-1] + (h.val_time[-1] if h.val_time else 0.0)
+    print(f"{epoch:>6} {h.train_loss[-1]:12.5f} {vl} {va} {t:7.2f}s", file=out, flush=True)
+
+
+def _step_seed(seed, epoch, step):
+    return (int(seed) * 1_000_003 + epoch * 10_007 + step) & 0x7FFFFFFFFFFFFFFF
+
+
+def _finite_tree(tree):
+    if isinstance(tree, tuple):
+        return all(_finite_tree(t) for t in tree)
+    return bool(np.isfinite(tree.sum()))
+
+
+def _copy(tree):
+    if isinstance(tree, tuple):
+        return tuple(_copy(t) for t in tree)
+    return tree.copy()

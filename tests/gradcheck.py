@@ -1,0 +1,32 @@
+"""Central finite differences against ``Network.loss_and_grad`` (float64)."""
+import numpy as np
+
+
+def leaves(tree):
+    if isinstance(tree, tuple):
+        return [leaf for t in tree for leaf in leaves(t)]
+    return [tree]
+
+
+def check(net, params, x, y, seed=0, h=1e-6, rtol=1e-6, atol=1e-8, per_leaf=12, train=True):
+    """Compare every param gradient (a random subset of each leaf's entries) with central differences."""
+    loss, grads = net.loss_and_grad(params, x, y, train=train, seed=seed)
+    assert np.isfinite(loss)
+    rng = np.random.default_rng(1)
+    checked = 0
+    for p, g in zip(leaves(params), leaves(grads)):
+        assert g.shape == p.shape and g.dtype == p.dtype
+        idx = np.arange(p.size) if p.size <= per_leaf else rng.choice(p.size, per_leaf, replace=False)
+        for i in idx:
+            old = p.flat[i]
+            p.flat[i] = old + h
+            lp = net.loss_and_grad(params, x, y, train=train, seed=seed)[0]
+            p.flat[i] = old - h
+            lm = net.loss_and_grad(params, x, y, train=train, seed=seed)[0]
+            p.flat[i] = old
+            num = (lp - lm) / (2 * h)
+            assert abs(num - g.flat[i]) <= atol + rtol * max(abs(num), abs(g.flat[i])), \
+                f"leaf {p.shape} entry {i}: analytic {g.flat[i]!r} vs numeric {num!r}"
+            checked += 1
+    assert checked > 0
+    return loss, grads

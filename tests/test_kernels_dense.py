@@ -1,0 +1,186 @@
+"""Dense, activation, objective and dropout kernels against the naive references."""
+import numpy as np
+import numba
+import pytest
+
+from neurons.kernels import activations as kact
+from neurons.kernels import dense as kdense
+from neurons.kernels import dropout as kdrop
+from neurons.kernels import objectives as kobj
+from neurons import activations, objectives
+
+from . import reference as ref
+
+ACTS = ["linear", "sigmoid", "tanh", "relu", "leaky_relu", "softmax"]
+OBJS = ["ae", "mae", "mse", "rmse", "cross_entropy", "binary_cross_entropy", "kl_divergence"]
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("n", [1, 3])
+def test_dense_forward_backward(dtype, bias, n):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 5)).astype(dtype)
+    w = rng.normal(size=(4, 5)).astype(dtype)
+    b = rng.normal(size=4).astype(dtype) if bias else np.empty(0, dtype)
+    z = kdense.dense_forward(x, w, b)
+    assert z.dtype == dtype
+    np.testing.assert_allclose(z, ref.dense(x.astype(float), w.astype(float), b.astype(float) if bias else None),
+                               rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    dz = rng.normal(size=(n, 4)).astype(dtype)
+    dx, dw, db = kdense.dense_backward(dz, x, w, True)
+    assert dx.dtype == dw.dtype == db.dtype == dtype
+    # <dz, z(x, w, b)> is linear in each argument: its gradients are the naive sums
+    np.testing.assert_allclose(dx, [[sum(dz[i, u] * w[u, k] for u in range(4)) for k in range(5)] for i in range(n)],
+                               rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(dw, [[sum(dz[i, u] * x[i, k] for i in range(n)) for k in range(5)] for u in range(4)],
+                               rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(db, dz.sum(0), rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    dx2, _, _ = kdense.dense_backward(dz, x, w, False)
+    assert dx2.size == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ACTS)
+def test_activation_forward_and_vjp(dtype, name):
+    rng = np.random.default_rng(1)
+    z = rng.normal(scale=3, size=(3, 7)).astype(dtype)
+    y = activations.forward(z, name)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(y, ref.activation(z, name), rtol=TOL[dtype] * 10, atol=TOL[dtype])
+    dy = rng.normal(size=z.shape).astype(dtype)
+    dz = activations.backward(dy, y, name)
+    assert dz.dtype == dtype
+    want = np.einsum("nj,njk->nk", dy.astype(float), ref.activation_jacobian(z.astype(float), name))
+    np.testing.assert_allclose(dz, want, rtol=TOL[dtype] * 100, atol=TOL[dtype] * 10)
+
+
+def test_softmax_two_classes_gradient_is_not_zero():
+    # the original returned a constant vector here, so two-class softmax never learned
+    z = np.array([[0.3, -0.2]])
+    y = activations.forward(z, "softmax")
+    dz = activations.backward(np.array([[1.0, 0.0]]), y, "softmax")
+    assert np.abs(dz).max() > 0.1
+    np.testing.assert_allclose(dz.sum(), 0.0, atol=1e-15)
+
+
+def test_activation_extremes_are_finite():
+    z = np.array([[-1e4, 1e4, 0.0, -800.0, 800.0]])
+    for name in ACTS:
+        assert np.isfinite(activations.forward(z, name)).all(), name
+
+
+def _targets(name, rng, shape):
+    if name in ("cross_entropy", "kl_divergence"):
+        y = rng.uniform(0.1, 1, size=shape)
+        return y / y.sum(1, keepdims=True)
+    if name == "binary_cross_entropy":
+        return rng.uniform(0, 1, size=shape)
+    return rng.normal(size=shape)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", OBJS)
+def test_objective_loss_matches_reference(dtype, name):
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0.05, 0.95, size=(3, 4)).astype(dtype)
+    y = _targets(name, rng, p.shape).astype(dtype)
+    loss, dp = objectives.loss_and_grad(p, y, name)
+    assert dp.dtype == dtype
+    np.testing.assert_allclose(loss, ref.objective(p, y, name), rtol=TOL[dtype] * 10)
+
+
+@pytest.mark.parametrize("name", OBJS)
+def test_objective_gradient_central_differences(name):
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.05, 0.95, size=(3, 4))
+    y = _targets(name, rng, p.shape)
+    _, dp = objectives.loss_and_grad(p, y, name)
+    h = 1e-6
+    num = np.zeros_like(p)
+    for i in np.ndindex(p.shape):
+        q = p.copy(); q[i] += h
+        lp = ref.objective(q, y, name)
+        q[i] -= 2 * h
+        lm = ref.objective(q, y, name)
+        num[i] = (lp - lm) / (2 * h)
+    np.testing.assert_allclose(dp, num, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", OBJS)
+def test_objective_finite_for_extreme_inputs(name):
+    p = np.array([[0.0, 1.0, -5.0, 7.0], [1e30, -1e30, 0.5, 1e-300]])
+    y = np.array([[1.0, 0.0, 0.5, 0.5], [0.0, 1.0, 0.0, 1.0]])
+    loss, dp = objectives.loss_and_grad(p, y, name)
+    assert np.isfinite(loss) and np.isfinite(dp).all()
+
+
+def test_rmse_at_zero_error_has_zero_gradient():
+    p = np.ones((2, 3))
+    loss, dp = objectives.loss_and_grad(p, p.copy(), "rmse")
+    assert loss == 0 and (dp == 0).all()
+
+
+def test_clip_clamps_each_per_sample_gradient_element():
+    p = np.array([[0.001, 0.5, 0.999]])
+    y = np.array([[1.0, 0.0, 0.0]])
+    _, raw = objectives.loss_and_grad(p, y, "cross_entropy")
+    _, clipped = objectives.loss_and_grad(p, y, "cross_entropy", clip=(-1.0, 1.0))
+    assert raw.min() < -100
+    np.testing.assert_allclose(clipped, np.clip(raw, -1, 1))
+    # the clip bounds apply before the division by the batch size
+    p2, y2 = np.repeat(p, 4, 0), np.repeat(y, 4, 0)
+    _, clipped4 = objectives.loss_and_grad(p2, y2, "cross_entropy", clip=(-1.0, 1.0))
+    np.testing.assert_allclose(clipped4 * 4, np.repeat(clipped, 4, 0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_softmax_cross_entropy(dtype):
+    rng = np.random.default_rng(4)
+    z = rng.normal(scale=2, size=(3, 5)).astype(dtype)
+    y = np.eye(5, dtype=dtype)[[0, 3, 4]]
+    loss, dz, p = kobj.softmax_cross_entropy(z, y)
+    assert dz.dtype == p.dtype == dtype
+    pr = ref.activation(z, "softmax")
+    np.testing.assert_allclose(p, pr, rtol=TOL[dtype] * 10)
+    np.testing.assert_allclose(loss, ref.objective(pr, y, "cross_entropy"), rtol=TOL[dtype] * 10)
+    np.testing.assert_allclose(dz, (pr - y) / 3, rtol=TOL[dtype] * 100, atol=TOL[dtype])
+    # finite for huge logits, where a plain log(softmax) would give -inf
+    loss, dz, _ = kobj.softmax_cross_entropy(np.array([[1000.0, -1000.0]], dtype), np.array([[0.0, 1.0]], dtype))
+    assert np.isfinite(loss) and loss > 100 and np.isfinite(dz).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_masks(dtype):
+    x = np.ones(20000, dtype)
+    y, mask = kdrop.dropout_forward(x, 0.25, 123)
+    assert y.dtype == mask.dtype == dtype
+    kept = mask > 0
+    assert abs(kept.mean() - 0.75) < 0.02
+    np.testing.assert_allclose(mask[kept], 1 / 0.75, rtol=1e-6)
+    np.testing.assert_array_equal(y, x * mask)
+    y2, mask2 = kdrop.dropout_forward(x, 0.25, 123)
+    np.testing.assert_array_equal(mask, mask2)
+    _, mask3 = kdrop.dropout_forward(x, 0.25, 124)
+    assert (mask != mask3).any()
+    dy = np.arange(20000, dtype=dtype)
+    np.testing.assert_array_equal(kdrop.dropout_backward(dy, mask), dy * mask)
+
+
+def test_parallel_kernels_equal_one_thread_run():
+    rng = np.random.default_rng(5)
+    z = rng.normal(size=(64, 33))
+    y = rng.uniform(size=(64, 33))
+    before = numba.get_num_threads()
+    outs = []
+    for threads in (1, before):
+        numba.set_num_threads(threads)
+        outs.append((kact.activation_forward(z, kact.SOFTMAX), kobj.objective_forward_backward(z, y, kobj.MSE, False, 0.0, 0.0),
+                     kdrop.dropout_forward(z.ravel(), 0.5, 7)[1]))
+    numba.set_num_threads(before)
+    a, b = outs
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1][0] == b[1][0]
+    np.testing.assert_array_equal(a[1][1], b[1][1])
+    np.testing.assert_array_equal(a[2], b[2])
