@@ -3,7 +3,7 @@ import numpy as np
 
 
 def _shape(s):
-    return "(" + ", ".join(map(str, s)) + ")"
+    return "x".join(map(str, s))
 
 
 def _count(tree):
@@ -15,16 +15,17 @@ def _count(tree):
 def describe(net):
     """A table of the layers (input -> output shape, activation, bias, dropout, parameter count),
     the connections, loops and blocks, the optimizer, the objective and the total."""
-    lines = [f"Network(input {_shape(net.input_shape)}, {net.dtype})"]
+    lines = [f"Network(input {_shape(net.input_shape)}, {net.dtype})",
+             f"  {'#':>2}  {'input':>12} -> {'output':<12} {'params':>9}  layer"]
     params = net._param_shapes
     loops = {lp.into: lp for lp in net.loops}
     skips = {s.into: s for s in net.skips}
     for i, (lay, (a, b)) in enumerate(zip(net.layers, net.shapes)):
-        lines.append(f"  {i:>2}  {lay.describe():<72} {_shape(a):>14} -> {_shape(b):<14} {_count(params[i]):>9,} params")
+        lines.append(f"  {i:>2}  {_shape(a):>12} -> {_shape(b):<12} {_count(params[i]):>9,}  {lay.describe()}")
         if lay.kind == "feedback":
             for j, (sub, (sa, sb)) in enumerate(zip(lay.layers, lay.inside(a))):
-                lines.append(f"      {i}.{j} {sub.describe():<70} {_shape(sa):>14} -> {_shape(sb):<14}"
-                             f" {_count(params[i][j]):>9,} (tied)")
+                lines.append(f"  {i:>2}.{j} {_shape(sa):>11} -> {_shape(sb):<12} {_count(params[i][j]):>9,}"
+                             f"    {sub.describe()} (tied)")
         if i in skips:
             lines.append(f"      skip: input of layer {skips[i].infrom} -> input of layer {i} ({net.skip_accumulation})")
         if i in loops:
@@ -33,7 +34,7 @@ def describe(net):
             lines.append(f"      loop: layers {lp.into}..{lp.outof} run {lp.iterations + 1} times "
                          f"({lp.iterations} iterations, {net.loop_accumulation}{', inskips' if lp.inskips else ''}{scale})")
     opt = net.optimizer
-    lines.append(f"  optimizer: {opt.describe() if hasattr(opt, 'describe') else opt!r}")
+    lines.append(f"  optimizer: {opt.describe() if hasattr(opt, 'describe') else repr(opt)}")
     clip = f", gradient clip {net.clip}" if net.clip else ""
     lines.append(f"  objective: {net.objective}{clip}")
     lines.append(f"  parameters: {net.parameters:,}")

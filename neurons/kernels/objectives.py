@@ -15,7 +15,7 @@ per-sample gradient element to [lo, hi] before the division by N.
 import numpy as np
 from numba import prange
 
-from ._config import pjit
+from ._config import jit, pjit
 
 AE, MAE, MSE, RMSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY, KL_DIVERGENCE = 0, 1, 2, 3, 4, 5, 6
 EPS = 1e-7
@@ -131,7 +131,7 @@ def softmax_cross_entropy(z, y):
     return total / n, dz, p
 
 
-@pjit
+@jit
 def objective_loss(p, y, code):
     """The batch-mean loss only (for evaluation); float64 scalar."""
     dummy = p.dtype.type(0.0)

@@ -1,0 +1,114 @@
+"""learn(): determinism, shuffling, early stopping with the best params, NaN handling, history."""
+import io
+
+import numpy as np
+import pytest
+
+import neurons
+from neurons.optimizers import SGD
+
+from . import gradcheck
+
+
+def _regression(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (x @ np.array([[1.0], [-2.0], [0.5]]) + 0.3).astype(np.float32)
+    return x, y
+
+
+def _net(lr=0.05, dropout=None):
+    return (neurons.Network((3,)).dense(8, "tanh", dropout=dropout).dense(1)
+            .set_optimizer(SGD(lr=lr)).set_objective("mse"))
+
+
+def test_same_seed_same_params_bit_for_bit():
+    x, y = _regression()
+    a = _net(dropout=0.2).learn(x, y, batch=8, epochs=5, seed=3)
+    b = _net(dropout=0.2).learn(x, y, batch=8, epochs=5, seed=3)
+    c = _net(dropout=0.2).learn(x, y, batch=8, epochs=5, seed=4)
+    for p, q in zip(gradcheck.leaves(a.params), gradcheck.leaves(b.params)):
+        np.testing.assert_array_equal(p, q)
+    assert any(not np.array_equal(p, q) for p, q in zip(gradcheck.leaves(a.params), gradcheck.leaves(c.params)))
+    assert a.history.train_loss == b.history.train_loss
+
+
+def test_training_reduces_the_loss_and_records_history():
+    x, y = _regression()
+    t = _net().learn(x, y, validation=(x, y), batch=16, epochs=30)
+    h = t.history
+    assert h.epochs == 30 and len(h.val_loss) == len(h.val_acc) == len(h.train_time) == len(h.val_time) == 30
+    assert h.train_loss[-1] < 0.2 * h.train_loss[0]
+    loss, _ = t.evaluate(x, y)
+    assert loss == pytest.approx(min(h.val_loss), rel=1e-6)
+
+
+def test_batch_gradient_is_the_mean_over_the_batch():
+    # one epoch, one batch, plain SGD: the step is exactly lr times the mean gradient
+    x, y = _regression(n=10)
+    net = _net(lr=0.1)
+    p0 = net.init(0)
+    _, g = net.loss_and_grad(p0, x, y)
+    t = net.learn(x, y, batch=10, epochs=1, shuffle=False, params=p0)
+    for p, q, d in zip(gradcheck.leaves(t.params), gradcheck.leaves(p0), gradcheck.leaves(g)):
+        np.testing.assert_allclose(p, q - np.float32(0.1) * d, rtol=1e-6, atol=1e-7)
+    # and the same gradient whatever the batch order (loss and grads are means)
+    perm = np.random.default_rng(0).permutation(10)
+    _, g2 = net.loss_and_grad(p0, x[perm], y[perm])
+    for a, b in zip(gradcheck.leaves(g), gradcheck.leaves(g2)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_early_stopping_stops_and_restores_the_best_params():
+    x, y = _regression()
+    # the validation targets are the negation of the training targets: the better the fit,
+    # the worse the validation loss, so it rises from the first epoch on
+    t = _net(lr=0.05).learn(x, y, validation=(x, -y, 3), batch=16, epochs=50)
+    h = t.history
+    assert h.stopped_early and h.epochs < 50
+    best = int(np.argmin(h.val_loss))
+    assert h.best_epoch == best + 1
+    assert h.epochs - h.best_epoch >= 3
+    loss, _ = t.evaluate(x, -y)
+    assert loss == pytest.approx(h.val_loss[best], rel=1e-6)
+    assert loss < h.val_loss[-1]
+
+
+def test_nan_loss_raises_with_the_last_good_params():
+    x, y = _regression()
+    with pytest.raises(neurons.TrainingError, match=r"at epoch \d+, batch \d+") as info:
+        _net(lr=1e6).learn(x, y * 1e3, batch=8, epochs=20)
+    result = info.value.result
+    assert isinstance(result, neurons.Trained)
+    assert all(np.isfinite(p).all() for p in gradcheck.leaves(result.params))
+    assert np.isfinite(result.network.loss_and_grad(result.params, x, y * 1e3)[0])
+
+
+def test_epoch_table_is_printed_every_n_epochs():
+    x, y = _regression()
+    out = io.StringIO()
+    from neurons.training import learn
+    learn(_net(), x, y, validation=(x, y), epochs=6, print_every=2, out=out)
+    rows = [line.split()[0] for line in out.getvalue().splitlines()[1:]]
+    assert rows == ["2", "4", "6"]
+    assert "val loss" in out.getvalue().splitlines()[0]
+
+
+def test_learn_continues_from_given_params_without_touching_them():
+    x, y = _regression()
+    net = _net()
+    p0 = net.init(7)
+    snapshot = [a.copy() for a in gradcheck.leaves(p0)]
+    net.learn(x, y, epochs=2, params=p0)
+    for a, b in zip(gradcheck.leaves(p0), snapshot):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_xor_is_solved():
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    y = np.array([[0], [1], [1], [0]], np.float32)
+    net = (neurons.Network((2,)).dense(8, "tanh").dense(1, "sigmoid")
+           .set_optimizer(SGD(lr=0.5)).set_objective("mse"))
+    t = net.learn(x, y, batch=4, epochs=2000, seed=1)
+    np.testing.assert_array_equal(np.round(t.predict(x)), y)
+    assert t.evaluate(x, y)[1] == 1.0
