@@ -1,4 +1,4 @@
-"""Objectives over ``(N, F)`` predictions ``p`` and targets ``y``.
+"""Objectives over ``(N, F)`` predictions ``p`` and targets ``y``, one kernel each.
 
 Codes: 0 ae, 1 mae, 2 mse, 3 rmse, 4 cross_entropy, 5 binary_cross_entropy, 6 kl_divergence.
 Per sample (e = p - y, F features, c(p) = clamp(p, EPS, 1 - EPS)):
@@ -8,9 +8,9 @@ Per sample (e = p - y, F features, c(p) = clamp(p, EPS, 1 - EPS)):
 - binary_cross_entropy: -Σ [y log c(p) + (1 - y) log(1 - c(p))] / F
 - kl_divergence: Σ_{y>0} y (log y - log c(p))
 
-The loss is the mean over the batch. Gradients are exact derivatives of these formulas
-(zero where the clamp is active, zero for rmse at e = 0 and |e| at 0); ``clip`` clamps each
-per-sample gradient element to [lo, hi] before the division by N.
+Each kernel ``(p, y, clip, lo, hi) -> (loss, dp)`` returns the batch-mean loss (float64) and
+its exact gradient (zero where the clamp is active, zero for rmse at e = 0 and for |e| at 0);
+``clip`` clamps each per-sample gradient element to [lo, hi] before the division by N.
 """
 import numpy as np
 from numba import prange
@@ -21,75 +21,172 @@ AE, MAE, MSE, RMSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY, KL_DIVERGENCE = 0, 1, 2
 EPS = 1e-7
 
 
-@pjit
-def objective_forward_backward(p, y, code, clip, lo, hi):
-    """Loss and gradient: p, y (N, F) -> (loss: float, dp: (N, F) in p's dtype).
+@jit
+def _tail(dp, i, clip, lo, hi, inv_n):
+    for j in range(dp.shape[1]):
+        g = dp[i, j]
+        if clip:
+            g = min(max(g, lo), hi)
+        dp[i, j] = g * inv_n
 
-    ``loss`` is the batch mean, returned as a float64 scalar; ``dp = ∂loss/∂p``.
-    """
+
+@jit
+def _mean(losses):
+    # a serial sum in a fixed order: the same loss for any thread count
+    total = 0.0
+    for i in range(losses.shape[0]):
+        total += losses[i]
+    return total / losses.shape[0]
+
+
+@jit
+def _sign(e):
+    return 1.0 if e > 0 else (-1.0 if e < 0 else 0.0)
+
+
+@pjit
+def ae(p, y, clip, lo, hi):
     n, f = p.shape
-    t = p.dtype.type
     dp = np.empty_like(p)
-    losses = np.empty(n, np.float64)
-    eps = t(EPS)
-    one = t(1.0)
-    zero = t(0.0)
-    inv_f = t(1.0 / f)
-    inv_n = t(1.0 / n)
+    losses = np.empty(n)
+    inv_n = p.dtype.type(1.0 / n)
     for i in prange(n):
         s = 0.0
-        if code == AE or code == MAE:
-            scale = one if code == AE else inv_f
-            for j in range(f):
-                e = p[i, j] - y[i, j]
-                s += abs(e)
-                dp[i, j] = scale * (one if e > 0 else (-one if e < 0 else zero))
-            if code == MAE:
-                s /= f
-        elif code == MSE or code == RMSE:
-            for j in range(f):
-                e = p[i, j] - y[i, j]
-                s += e * e
-            s /= f
-            if code == MSE:
-                for j in range(f):
-                    dp[i, j] = t(2.0) * inv_f * (p[i, j] - y[i, j])
-            else:
-                r = np.sqrt(s)
-                s = r
-                g = t(1.0 / (f * r)) if r > 0 else zero
-                for j in range(f):
-                    dp[i, j] = g * (p[i, j] - y[i, j])
-        elif code == CROSS_ENTROPY or code == KL_DIVERGENCE:
-            for j in range(f):
-                q = p[i, j]
-                c = min(max(q, eps), one - eps)
-                yy = y[i, j]
-                if code == CROSS_ENTROPY:
-                    s -= yy * np.log(c)
-                elif yy > 0:
-                    s += yy * (np.log(yy) - np.log(c))
-                inside = q >= eps and q <= one - eps
-                dp[i, j] = -yy / c if inside else zero
-        else:
-            for j in range(f):
-                q = p[i, j]
-                c = min(max(q, eps), one - eps)
-                yy = y[i, j]
-                s -= yy * np.log(c) + (one - yy) * np.log(one - c)
-                inside = q >= eps and q <= one - eps
-                dp[i, j] = inv_f * (-yy / c + (one - yy) / (one - c)) if inside else zero
-            s /= f
-        losses[i] = s
         for j in range(f):
-            g = dp[i, j]
-            if clip:
-                g = min(max(g, lo), hi)
-            dp[i, j] = g * inv_n
-    total = 0.0
-    for i in range(n):
-        total += losses[i]
-    return total / n, dp
+            e = p[i, j] - y[i, j]
+            s += abs(e)
+            dp[i, j] = _sign(e)
+        losses[i] = s
+        _tail(dp, i, clip, lo, hi, inv_n)
+    return _mean(losses), dp
+
+
+@pjit
+def mae(p, y, clip, lo, hi):
+    n, f = p.shape
+    dp = np.empty_like(p)
+    losses = np.empty(n)
+    inv_n = p.dtype.type(1.0 / n)
+    for i in prange(n):
+        s = 0.0
+        for j in range(f):
+            e = p[i, j] - y[i, j]
+            s += abs(e)
+            dp[i, j] = _sign(e) / f
+        losses[i] = s / f
+        _tail(dp, i, clip, lo, hi, inv_n)
+    return _mean(losses), dp
+
+
+@pjit
+def mse(p, y, clip, lo, hi):
+    n, f = p.shape
+    dp = np.empty_like(p)
+    losses = np.empty(n)
+    inv_n = p.dtype.type(1.0 / n)
+    two_f = p.dtype.type(2.0 / f)
+    for i in prange(n):
+        s = 0.0
+        for j in range(f):
+            e = p[i, j] - y[i, j]
+            s += e * e
+            dp[i, j] = two_f * e
+        losses[i] = s / f
+        _tail(dp, i, clip, lo, hi, inv_n)
+    return _mean(losses), dp
+
+
+@pjit
+def rmse(p, y, clip, lo, hi):
+    n, f = p.shape
+    dp = np.empty_like(p)
+    losses = np.empty(n)
+    inv_n = p.dtype.type(1.0 / n)
+    for i in prange(n):
+        s = 0.0
+        for j in range(f):
+            e = p[i, j] - y[i, j]
+            s += e * e
+        r = np.sqrt(s / f)
+        g = 1.0 / (f * r) if r > 0 else 0.0
+        for j in range(f):
+            dp[i, j] = g * (p[i, j] - y[i, j])
+        losses[i] = r
+        _tail(dp, i, clip, lo, hi, inv_n)
+    return _mean(losses), dp
+
+
+@pjit
+def cross_entropy(p, y, clip, lo, hi):
+    n, f = p.shape
+    dp = np.empty_like(p)
+    losses = np.empty(n)
+    t = p.dtype.type
+    inv_n, eps, top = t(1.0 / n), t(EPS), t(1.0 - EPS)
+    for i in prange(n):
+        s = 0.0
+        for j in range(f):
+            q = p[i, j]
+            c = min(max(q, eps), top)
+            s -= y[i, j] * np.log(c)
+            dp[i, j] = -y[i, j] / c if eps <= q <= top else t(0.0)
+        losses[i] = s
+        _tail(dp, i, clip, lo, hi, inv_n)
+    return _mean(losses), dp
+
+
+@pjit
+def binary_cross_entropy(p, y, clip, lo, hi):
+    n, f = p.shape
+    dp = np.empty_like(p)
+    losses = np.empty(n)
+    t = p.dtype.type
+    inv_n, eps, top, one, inv_f = t(1.0 / n), t(EPS), t(1.0 - EPS), t(1.0), t(1.0 / f)
+    for i in prange(n):
+        s = 0.0
+        for j in range(f):
+            q = p[i, j]
+            c = min(max(q, eps), top)
+            yy = y[i, j]
+            s -= yy * np.log(c) + (one - yy) * np.log(one - c)
+            dp[i, j] = inv_f * (-yy / c + (one - yy) / (one - c)) if eps <= q <= top else t(0.0)
+        losses[i] = s / f
+        _tail(dp, i, clip, lo, hi, inv_n)
+    return _mean(losses), dp
+
+
+@pjit
+def kl_divergence(p, y, clip, lo, hi):
+    n, f = p.shape
+    dp = np.empty_like(p)
+    losses = np.empty(n)
+    t = p.dtype.type
+    inv_n, eps, top = t(1.0 / n), t(EPS), t(1.0 - EPS)
+    for i in prange(n):
+        s = 0.0
+        for j in range(f):
+            q = p[i, j]
+            c = min(max(q, eps), top)
+            yy = y[i, j]
+            if yy > 0:
+                s += yy * (np.log(yy) - np.log(c))
+            dp[i, j] = -yy / c if eps <= q <= top else t(0.0)
+        losses[i] = s
+        _tail(dp, i, clip, lo, hi, inv_n)
+    return _mean(losses), dp
+
+
+OBJECTIVES = (ae, mae, mse, rmse, cross_entropy, binary_cross_entropy, kl_divergence)
+
+
+def objective_forward_backward(p, y, code, clip, lo, hi):
+    """``(loss, dp)`` for objective ``code``: p, y (N, F); loss a float, dp in p's dtype."""
+    return OBJECTIVES[code](p, y, clip, lo, hi)
+
+
+def objective_loss(p, y, code):
+    """The batch-mean loss only (for evaluation)."""
+    return OBJECTIVES[code](p, y, False, 0.0, 0.0)[0]
 
 
 @pjit
@@ -104,7 +201,7 @@ def softmax_cross_entropy(z, y):
     t = z.dtype.type
     dz = np.empty_like(z)
     p = np.empty_like(z)
-    losses = np.empty(n, np.float64)
+    losses = np.empty(n)
     inv_n = t(1.0 / n)
     for i in prange(n):
         m = z[i, 0]
@@ -125,15 +222,4 @@ def softmax_cross_entropy(z, y):
         for j in range(f):
             dz[i, j] = (p[i, j] * ysum - y[i, j]) * inv_n
         losses[i] = loss
-    total = 0.0
-    for i in range(n):
-        total += losses[i]
-    return total / n, dz, p
-
-
-@jit
-def objective_loss(p, y, code):
-    """The batch-mean loss only (for evaluation); float64 scalar."""
-    dummy = p.dtype.type(0.0)
-    loss, _ = objective_forward_backward(p, y, code, False, dummy, dummy)
-    return loss
+    return _mean(losses), dz, p
