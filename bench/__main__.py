@@ -1,0 +1,165 @@
+"""The benchmark: one epoch of MNIST training per architecture, neurons beside PyTorch.
+
+    python -m bench [--data DIR] [--archs quickstart,mlp] [--batches 32,128] [--reps 3]
+
+Each measurement runs in its own fresh process (``bench/worker.py``), frameworks alternated,
+after a JIT/warm-up pass; the median and spread over ``--reps`` are reported. PyTorch's column
+is skipped when it is not installed. Also measured: cold start (import, build, first training
+step; with an empty and with a filled compile cache), inference throughput, peak memory and the
+achieved GFLOP/s against this machine's measured float32 matmul peak. Results go to
+``bench/results/<date>.json``; the table is printed in Markdown.
+"""
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def _data_dir(arg):
+    for cand in (arg, os.environ.get("NEURONS_DATA"), os.path.join(ROOT, "..", "shared", "data")):
+        if cand and os.path.isdir(os.path.join(cand, "mnist")):
+            return os.path.abspath(cand)
+    sys.exit("no MNIST found: pass --data DIR (a folder holding mnist/) or set NEURONS_DATA")
+
+
+def _env(threads, cache=None):
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if cache is not None:
+        env["NUMBA_CACHE_DIR"] = cache
+    return env
+
+
+def _worker(framework, arch, batch, data, threads):
+    out = subprocess.run([sys.executable, "-m", "bench.worker", framework, arch, str(batch), "--data", data,
+                          "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT,
+                         env=_env(threads))
+    if out.returncode != 0:
+        raise RuntimeError(f"{framework} {arch} {batch} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+COLD = """
+import time; t0 = time.perf_counter()
+import numpy as np, neurons
+from bench.archs import neurons_net
+net = neurons_net("{arch}")
+x = np.random.default_rng(0).random((32,) + net.input_shape, dtype=np.float32)
+t = net.learn(x, np.arange(32) % 10, batch=32, epochs=1)
+print(time.perf_counter() - t0)
+"""
+
+
+def cold_start(arch, threads):
+    """Seconds for a fresh process to import, build and take its first training step."""
+    with tempfile.TemporaryDirectory() as cache:
+        res = []
+        for _ in range(2):      # empty cache, then the cache the first run filled
+            out = subprocess.run([sys.executable, "-c", COLD.format(arch=arch)], capture_output=True, text=True,
+                                 cwd=ROOT, env=_env(threads, cache))
+            if out.returncode != 0:
+                raise RuntimeError(out.stderr[-3000:])
+            res.append(float(out.stdout.strip().splitlines()[-1]))
+    return {"compile_s": res[0], "cached_s": res[1]}
+
+
+def matmul_peak(threads):
+    code = ("import numpy as np, time\n"
+            "a = np.random.rand(2048, 2048).astype(np.float32); b = a.copy(); a @ b\n"
+            "best = min((lambda t: (a @ b, time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(5))\n"
+            "print(2 * 2048 ** 3 / best / 1e9)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(threads))
+    return float(out.stdout.strip())
+
+
+def main(argv=None):
+    from bench.archs import NAMES, train_flops
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    p.add_argument("--data", default=None)
+    p.add_argument("--archs", default=",".join(NAMES))
+    p.add_argument("--batches", default="32,128")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-cold", action="store_true")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    data = _data_dir(args.data)
+    archs = args.archs.split(",")
+    batches = [int(b) for b in args.batches.split(",")]
+    torch = not args.no_torch and importlib.util.find_spec("torch") is not None
+    frameworks = ["neurons", "torch"] if torch else ["neurons"]
+    if not torch:
+        print("PyTorch is not installed: its column is skipped")
+    peak = matmul_peak(args.threads)
+    print(f"float32 matmul peak (2048^3, {args.threads} threads): {peak:.0f} GFLOP/s")
+
+    rows = []
+    for arch in archs:
+        for batch in batches:
+            runs = {fw: [] for fw in frameworks}
+            for rep in range(args.reps):
+                for fw in (frameworks if rep % 2 == 0 else frameworks[::-1]):
+                    runs[fw].append(_worker(fw, arch, batch, data, args.threads))
+            row = {"arch": arch, "batch": batch}
+            for fw, rs in runs.items():
+                ep = [r["epoch_s"] for r in rs]
+                row[fw] = {"epoch_s": statistics.median(ep), "min_s": min(ep), "max_s": max(ep),
+                           "infer_images_per_s": statistics.median(r["infer_images_per_s"] for r in rs),
+                           "peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "runs": rs}
+            flops = train_flops(arch, batch) * (60000 / batch)
+            row["neurons"]["gflops"] = flops / row["neurons"]["epoch_s"] / 1e9
+            if torch:
+                row["ratio"] = row["neurons"]["epoch_s"] / row["torch"]["epoch_s"]
+            rows.append(row)
+            t = (f" | torch {row['torch']['epoch_s']:.2f} s | ratio {row['ratio']:.2f}" if torch else "")
+            print(f"{arch:<11} batch {batch:>3}: neurons {row['neurons']['epoch_s']:.2f} s "
+                  f"[{row['neurons']['min_s']:.2f}-{row['neurons']['max_s']:.2f}]{t}", flush=True)
+
+    cold = {} if args.no_cold else {arch: cold_start(arch, args.threads) for arch in archs}
+    result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": {
+        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
+        "matmul_peak_gflops": peak}, "rows": rows, "cold_start": cold}
+    out = args.out or os.path.join(HERE, "results", datetime.date.today().isoformat() + ".json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as fh:
+        json.dump(result, fh, indent=1)
+    print(f"\nresults written to {out}\n")
+    print(table(result))
+
+
+def table(result):
+    """The Markdown table for the README."""
+    torch = any("torch" in r for r in result["rows"])
+    head = "| network | batch | neurons s/epoch | " + ("PyTorch s/epoch | ratio | " if torch else "")
+    head += "GFLOP/s | inference img/s | peak MB |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in result["rows"]:
+        n = r["neurons"]
+        line = f"| {r['arch']} | {r['batch']} | {n['epoch_s']:.2f} ({n['min_s']:.2f}-{n['max_s']:.2f}) | "
+        if torch:
+            line += f"{r['torch']['epoch_s']:.2f} | {r['ratio']:.2f} | "
+        line += f"{n['gflops']:.1f} | {n['infer_images_per_s']:,.0f} | {n['peak_rss_mb']:.0f} |"
+        lines.append(line)
+    if result.get("cold_start"):
+        lines.append("")
+        lines.append("| network | cold start, empty cache (s) | cold start, cached (s) |")
+        lines.append("|---|---|---|")
+        for arch, c in result["cold_start"].items():
+            lines.append(f"| {arch} | {c['compile_s']:.1f} | {c['cached_s']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
