@@ -128,14 +128,13 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                 idx = order[start:start + batch]
                 xb, yb = (x[idx], y[idx]) if shuffle else (x[start:start + batch], y[start:start + batch])
                 loss, grads = net._loss_and_grad(params, xb, yb, True, _step_seed(seed, epoch, step))
-                if not np.isfinite(loss) or not _finite_tree(grads):
-                    bad_loss = not np.isfinite(loss)
-                    what = f"loss became {loss}" if bad_loss else "gradient became non-finite"
-                    # params that gave a NaN loss are not good; their predecessor is
-                    result = Trained(net, good if bad_loss else params, history)
+                if not np.isfinite(loss):
+                    # these params gave a non-finite loss; the step before them was good. (A
+                    # non-finite gradient shows up here one step later, with `good` still finite.)
                     raise TrainingError(
-                        f"the {what} at epoch {epoch + 1}, batch {step + 1}; the error's .result holds the last "
-                        f"good params (try a smaller learning rate or set_objective(..., clip=(lo, hi)))", result)
+                        f"the loss became {loss} at epoch {epoch + 1}, batch {step + 1}; the error's .result "
+                        f"holds the last good params (try a smaller learning rate or "
+                        f"set_objective(..., clip=(lo, hi)))", Trained(net, good, history))
                 good = params
                 params, state = opt.update(grads, state, params)
                 total += loss * len(idx)
@@ -161,6 +160,9 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                     print(f"stopped early: the validation loss rose {patience} epochs in a row; "
                           f"keeping the params of epoch {history.best_epoch}", file=out)
                 break
+    if not _finite_tree(params):
+        raise TrainingError(f"the last step (epoch {history.epochs}) made the params non-finite; the error's "
+                            f".result holds the last good params", Trained(net, good, history))
     return Trained(net, best if xv is not None else params, history)
 
 
