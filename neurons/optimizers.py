@@ -1,0 +1,218 @@
+"""Optimizers as pure pairs: ``state = opt.init(params)``, ``params, state = opt.update(grads, state, params)``.
+
+Sorted by increasing complexity. Each follows the algorithm PyTorch documents for
+``torch.optim.SGD`` / ``Adam`` / ``AdamW`` / ``RMSprop`` (``decay`` is the weight decay; AdamW
+decouples it); the step ``count`` counts optimizer steps, and bias corrections use it. State is
+a NamedTuple of trees shaped like ``params``; nothing is hidden in globals.
+
+``update`` is pure by default (new arrays, inputs untouched); ``inplace=True`` overwrites the
+params and state arrays and returns them, which the training loop may use.
+"""
+from dataclasses import asdict, dataclass
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from .kernels import optim as k
+
+_NONE = {}
+
+
+def _leaves(tree):
+    if isinstance(tree, tuple):
+        return [leaf for t in tree for leaf in _leaves(t)]
+    return [tree]
+
+
+def _rebuild(tree, leaves):
+    """``tree``'s structure with its leaves replaced, in order, from the iterator ``leaves``."""
+    if isinstance(tree, tuple):
+        return tuple(_rebuild(t, leaves) for t in tree)
+    return next(leaves)
+
+
+def _zeros(tree):
+    return _rebuild(tree, iter([np.zeros_like(a) for a in _leaves(tree)]))
+
+
+def _empty(dtype):
+    key = np.dtype(dtype)
+    if key not in _NONE:
+        _NONE[key] = np.empty(0, key)
+    return _NONE[key]
+
+
+def _number(value, name, lo=None, hi=None, lo_open=False, hi_open=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, not {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {value:g}")
+    if hi is not None and (value > hi or (hi_open and value == hi)):
+        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi:g}, got {value:g}")
+    return value
+
+
+class _Optimizer:
+    """Shared: validation, description, config, and the walk over (params, grads, state) leaves."""
+
+    def __post_init__(self):
+        for name, rule in self._rules.items():
+            object.__setattr__(self, name, _number(getattr(self, name), name, *rule))
+
+    def describe(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in asdict(self).items())})"
+
+    def config(self):
+        return {"name": type(self).__name__, **asdict(self)}
+
+    def _walk(self, grads, state, params, inplace, kernel):
+        """Run ``kernel(p, g, *state_leaves, out)`` on every leaf; returns new params and state arrays."""
+        ps, gs = _leaves(params), _leaves(grads)
+        if len(ps) != len(gs):
+            raise ValueError(f"grads have {len(gs)} arrays but params have {len(ps)}")
+        fields = [f for f in state._fields if f != "count"]
+        cols = [_leaves(getattr(state, f)) for f in fields]
+        if not inplace:
+            cols = [[a.copy() for a in col] for col in cols]
+        outs = []
+        for i, (p, g) in enumerate(zip(ps, gs)):
+            if g.shape != p.shape:
+                raise ValueError(f"gradient {i} has shape {g.shape}, its param {p.shape}")
+            out = p if inplace else np.empty_like(p)
+            kernel(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
+                   *[col[i].reshape(-1) if col[i].size else col[i] for col in cols], out.reshape(-1))
+            outs.append(out)
+        new_params = _rebuild(params, iter(outs))
+        new_state = {f: _rebuild(getattr(state, f), iter(col)) for f, col in zip(fields, cols)}
+        return new_params, new_state
+
+
+class SGDState(NamedTuple):
+    count: int
+    momentum: tuple
+
+
+class _SGDStep(_Optimizer):
+    def update(self, grads, state, params, inplace=False):
+        mu = getattr(self, "momentum", 0.0)
+        first = state.count == 0
+        new, st = self._walk(grads, state, params, inplace,
+                             lambda p, g, buf, out: k.sgd(p, g, buf, out, self.lr, mu, self.decay, first))
+        return new, SGDState(state.count + 1, **st)
+
+
+@dataclass(frozen=True)
+class SGD(_SGDStep):
+    """Plain gradient descent: ``p -= lr·(g + decay·p)``."""
+    lr: float = 0.01
+    decay: float = 0.0
+    _rules = {"lr": (0,), "decay": (0,)}
+
+    def init(self, params):
+        return SGDState(0, _rebuild(params, iter([_empty(a.dtype) for a in _leaves(params)])))
+
+
+@dataclass(frozen=True)
+class SGDM(_SGDStep):
+    """SGD with momentum (dampening 0, no Nesterov): ``buf = μ·buf + (g + decay·p)``, ``p -= lr·buf``."""
+    lr: float = 0.01
+    momentum: float = 0.9
+    decay: float = 0.0
+    _rules = {"lr": (0,), "momentum": (0,), "decay": (0,)}
+
+    def init(self, params):
+        return SGDState(0, _zeros(params))
+
+
+class AdamState(NamedTuple):
+    count: int
+    mu: tuple
+    nu: tuple
+
+
+@dataclass(frozen=True)
+class Adam(_Optimizer):
+    """Adam with L2 weight decay added to the gradient; bias correction by step count."""
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    decay: float = 0.0
+    _rules = {"lr": (0,), "beta1": (0, 1, False, True), "beta2": (0, 1, False, True), "eps": (0, None, True),
+              "decay": (0,)}
+    _decoupled = False
+
+    def init(self, params):
+        return AdamState(0, _zeros(params), _zeros(params))
+
+    def update(self, grads, state, params, inplace=False):
+        t = state.count + 1
+        c1 = 1.0 - self.beta1 ** t
+        rc2 = math.sqrt(1.0 - self.beta2 ** t)
+        new, st = self._walk(grads, state, params, inplace, lambda p, g, m, v, out: k.adam(
+            p, g, m, v, out, self.lr, self.beta1, self.beta2, self.eps, self.decay, self._decoupled, c1, rc2))
+        return new, AdamState(t, **st)
+
+
+@dataclass(frozen=True)
+class AdamW(Adam):
+    """Adam with decoupled weight decay: ``p *= 1 - lr·decay`` before the Adam step."""
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    decay: float = 0.01
+    _decoupled = True
+
+
+class RMSpropState(NamedTuple):
+    count: int
+    square_avg: tuple
+    grad_avg: tuple
+    momentum: tuple
+
+
+@dataclass(frozen=True)
+class RMSprop(_Optimizer):
+    """RMSprop, optionally centered and with momentum (PyTorch's algorithm)."""
+    lr: float = 0.01
+    alpha: float = 0.99
+    eps: float = 1e-8
+    decay: float = 0.0
+    momentum: float = 0.0
+    centered: bool = False
+    _rules = {"lr": (0,), "alpha": (0, 1), "eps": (0, None, True), "decay": (0,), "momentum": (0,)}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not isinstance(self.centered, (bool, np.bool_)):
+            raise TypeError(f"centered must be True or False, not {self.centered!r}")
+        if self.centered and self.alpha == 0:
+            raise ValueError("centered RMSprop with alpha=0 is refused: its variance estimate g² - g² is always "
+                             "zero, so every step would be lr·g/eps; use alpha > 0 or centered=False")
+
+    def init(self, params):
+        none = _rebuild(params, iter([_empty(a.dtype) for a in _leaves(params)]))
+        return RMSpropState(0, _zeros(params), _zeros(params) if self.centered else none,
+                            _zeros(params) if self.momentum > 0 else none)
+
+    def update(self, grads, state, params, inplace=False):
+        new, st = self._walk(grads, state, params, inplace, lambda p, g, sq, ga, buf, out: k.rmsprop(
+            p, g, sq, ga, buf, out, self.lr, self.alpha, self.eps, self.decay, self.momentum))
+        return new, RMSpropState(state.count + 1, **st)
+
+
+OPTIMIZERS = {cls.__name__: cls for cls in (SGD, SGDM, Adam, AdamW, RMSprop)}
+
+
+def from_config(config):
+    """The optimizer a ``config()`` dict describes."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](**config)
