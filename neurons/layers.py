@@ -15,6 +15,9 @@ import numpy as np
 
 from .activations import Activation, activation as _activation
 from .kernels import activations as kact
+from .kernels import conv as kconv
+from .kernels import deconv as kdeconv
+from .kernels import maxpool as kpool
 from .kernels import dense as kdense
 from .kernels import dropout as kdrop
 
@@ -199,13 +202,11 @@ class Convolution(_Activated):
         return (k, np.zeros(self.filters, dtype)) if self.bias else (k,)
 
     def forward(self, params, x, train=False, seed=0, activate=True):
-        from .kernels import conv as kconv
         b = params[1] if self.bias else _empty(x.dtype)
         z = kconv.conv_forward(x, params[0], b, self.stride, self.padding, self.dilation)
         return self._finish(x, z, train, seed, activate)
 
     def backward(self, params, cache, dy, need_dx=True, activate=True):
-        from .kernels import conv as kconv
         x = cache[0]
         dz = np.ascontiguousarray(self._unfinish(dy, cache, activate))
         dx, dk, db = kconv.conv_backward(dz, x, params[0], self.stride, self.padding, self.dilation, need_dx)
@@ -262,13 +263,11 @@ class Deconvolution(_Activated):
         return (k, np.zeros(self.filters, dtype)) if self.bias else (k,)
 
     def forward(self, params, x, train=False, seed=0, activate=True):
-        from .kernels import deconv as kdeconv
         b = params[1] if self.bias else _empty(x.dtype)
         z = kdeconv.deconv_forward(x, params[0], b, self.stride, self.padding, self.dilation, self.output_padding)
         return self._finish(x, z, train, seed, activate)
 
     def backward(self, params, cache, dy, need_dx=True, activate=True):
-        from .kernels import deconv as kdeconv
         x = cache[0]
         dz = np.ascontiguousarray(self._unfinish(dy, cache, activate))
         dx, dk, db = kdeconv.deconv_backward(dz, x, params[0], self.stride, self.padding, self.dilation,
@@ -311,12 +310,10 @@ class Maxpool:
         return ()
 
     def forward(self, params, x, train=False, seed=0, activate=True):
-        from .kernels import maxpool as kpool
         y, arg = kpool.maxpool_forward(x, self.kernel, self.stride)
         return y, (arg, x.shape[2:])
 
     def backward(self, params, cache, dy, need_dx=True, activate=True):
-        from .kernels import maxpool as kpool
         arg, hw = cache
         if not need_dx:
             return None, ()

@@ -78,3 +78,69 @@ def objective(p, y, name, eps=1e-7):
     else:
         raise KeyError(name)
     return per.mean()
+
+
+# ----------------------------------------------------------------- convolution, transposed, max-pool
+
+def conv2d(x, k, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """Cross-correlation by its definition, one output element at a time."""
+    n, c, h, w = x.shape
+    f, _, kh, kw = k.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    y = np.zeros((n, f, oh, ow))
+    for s in range(n):
+        for q in range(f):
+            for a in range(oh):
+                for bb in range(ow):
+                    acc = 0.0 if b is None else float(b[q])
+                    for ch in range(c):
+                        for i in range(kh):
+                            for j in range(kw):
+                                r, col = a * sh - ph + i * dh, bb * sw - pw + j * dw
+                                if 0 <= r < h and 0 <= col < w:
+                                    acc += x[s, ch, r, col] * k[q, ch, i, j]
+                    y[s, q, a, bb] = acc
+    return y
+
+
+def conv_transpose2d(x, k, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), output_padding=(0, 0)):
+    """Transposed convolution by its definition: every input element scatters k into the output."""
+    n, c, h, w = x.shape
+    _, f, kh, kw = k.shape
+    (sh, sw), (ph, pw), (dh, dw), (oph, opw) = stride, padding, dilation, output_padding
+    oh = (h - 1) * sh - 2 * ph + dh * (kh - 1) + 1 + oph
+    ow = (w - 1) * sw - 2 * pw + dw * (kw - 1) + 1 + opw
+    y = np.zeros((n, f, oh, ow))
+    for s in range(n):
+        for ch in range(c):
+            for a in range(h):
+                for bb in range(w):
+                    for q in range(f):
+                        for i in range(kh):
+                            for j in range(kw):
+                                r, col = a * sh - ph + i * dh, bb * sw - pw + j * dw
+                                if 0 <= r < oh and 0 <= col < ow:
+                                    y[s, q, r, col] += x[s, ch, a, bb] * k[ch, q, i, j]
+    if b is not None:
+        y += np.asarray(b, float)[None, :, None, None]
+    return y
+
+
+def maxpool(x, kernel, stride):
+    """``(y, dx_of_ones)``: the window maxima, and where a gradient of ones lands (first maximum)."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    y = np.zeros((n, c, oh, ow))
+    hits = np.zeros(x.shape)
+    for s in range(n):
+        for ch in range(c):
+            for a in range(oh):
+                for bb in range(ow):
+                    window = x[s, ch, a * sh:a * sh + kh, bb * sw:bb * sw + kw]
+                    i, j = np.unravel_index(int(np.argmax(window)), window.shape)   # argmax: first maximum
+                    y[s, ch, a, bb] = window[i, j]
+                    hits[s, ch, a * sh + i, bb * sw + j] += 1
+    return y, hits

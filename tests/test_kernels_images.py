@@ -1,0 +1,215 @@
+"""Convolution, transposed convolution and max-pool kernels against naive loops; gradients by
+central differences; the adjoint identity; ties; one thread vs all."""
+import itertools
+
+import numba
+import numpy as np
+import pytest
+
+from neurons.kernels import conv as kc
+from neurons.kernels import deconv as kd
+from neurons.kernels import maxpool as kp
+
+from . import reference as ref
+
+OPTIONS = list(itertools.product([1, 2, 3], [0, 1, 2], [1, 2]))       # stride, padding, dilation
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+STRATEGIES = {
+    "direct": (kc._correlate_direct, kc._scatter_direct, kc._weight_grad_direct),
+    "gemm": (kc._correlate_gemm, kc._scatter_gemm, kc._weight_grad_gemm),
+}
+
+
+def _case(n, dtype, seed=0, c=2, f=3, h=7, w=6, kh=3, kw=2):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, c, h, w)).astype(dtype), rng.normal(size=(f, c, kh, kw)).astype(dtype),
+            rng.normal(size=f).astype(dtype))
+
+
+def _out(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 3])
+def test_conv_primitives_against_naive_loops(strategy, dtype, n):
+    correlate, scatter, weight_grad = STRATEGIES[strategy]
+    x, k, _ = _case(n, dtype)
+    tol = TOL[dtype]
+    for s, p, d in OPTIONS:
+        st, pa, di = (s, s), (p, p + 1 if p < 2 else p), (d, d)      # rectangular padding too
+        oh, ow = _out(7, 3, s, pa[0], d), _out(6, 2, s, pa[1], d)
+        if oh < 1 or ow < 1:
+            continue
+        y = correlate(x, k, st, pa, di, oh, ow)
+        assert y.dtype == dtype
+        want = ref.conv2d(x.astype(float), k.astype(float), None, st, pa, di)
+        np.testing.assert_allclose(y, want, rtol=tol * 10, atol=tol * 10, err_msg=f"{s, p, d}")
+        dy = np.random.default_rng(1).normal(size=y.shape).astype(dtype)
+        # the gradients of <dy, conv(x, k)>: naive sums over the definition
+        dx = scatter(dy, k, st, pa, di, 7, 6)
+        dk = weight_grad(dy, x, st, pa, di, 3, 2)
+        assert dx.dtype == dk.dtype == dtype
+        wx = np.zeros(x.shape)
+        wk = np.zeros(k.shape)
+        for idx in np.ndindex(*y.shape):
+            sn, q, a, b = idx
+            for ch, i, j in np.ndindex(2, 3, 2):
+                r, col = a * s - pa[0] + i * d, b * s - pa[1] + j * d
+                if 0 <= r < 7 and 0 <= col < 6:
+                    wx[sn, ch, r, col] += dy[idx] * k[q, ch, i, j]
+                    wk[q, ch, i, j] += dy[idx] * x[sn, ch, r, col]
+        np.testing.assert_allclose(dx, wx, rtol=tol * 10, atol=tol * 10, err_msg=f"dx {s, p, d}")
+        np.testing.assert_allclose(dk, wk, rtol=tol * 10, atol=tol * 100, err_msg=f"dk {s, p, d}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_layer_forward_with_bias(dtype, bias):
+    x, k, b = _case(3, dtype, seed=2)
+    b = b if bias else np.empty(0, dtype)
+    y = kc.conv_forward(x, k, b, (2, 1), (1, 2), (1, 2))
+    want = ref.conv2d(x.astype(float), k.astype(float), b if bias else None, (2, 1), (1, 2), (1, 2))
+    np.testing.assert_allclose(y, want, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 3])
+def test_deconv_forward_against_naive_loops(dtype, n):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(n, 3, 5, 4)).astype(dtype)
+    k = rng.normal(size=(3, 2, 3, 2)).astype(dtype)
+    b = rng.normal(size=2).astype(dtype)
+    for s, p, d in OPTIONS:
+        for op in sorted({0, max(s, d) - 1}):
+            oh = (5 - 1) * s - 2 * p + d * 2 + 1 + op
+            ow = (4 - 1) * s - 2 * p + d * 1 + 1 + op
+            if oh < 1 or ow < 1:
+                continue
+            y = kd.deconv_forward(x, k, b, (s, s), (p, p), (d, d), (op, op))
+            assert y.dtype == dtype and y.shape == (n, 2, oh, ow)
+            want = ref.conv_transpose2d(x.astype(float), k.astype(float), b, (s, s), (p, p), (d, d), (op, op))
+            np.testing.assert_allclose(y, want, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10, err_msg=f"{s, p, d, op}")
+
+
+def _fd(f, a, h=1e-6, count=8, seed=0):
+    """Central differences of the scalar f at ``count`` random entries of ``a``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.choice(a.size, min(count, a.size), replace=False):
+        old = a.flat[i]
+        a.flat[i] = old + h
+        fp = f()
+        a.flat[i] = old - h
+        fm = f()
+        a.flat[i] = old
+        out.append((i, (fp - fm) / (2 * h)))
+    return out
+
+
+@pytest.mark.parametrize("s, p, d", [(1, 1, 1), (2, 0, 1), (2, 1, 2), (3, 2, 1), (1, 2, 2)])
+def test_conv_layer_gradients_central_differences(s, p, d):
+    x, k, b = _case(2, np.float64, seed=4)
+    st, pa, di = (s, s), (p, p), (d, d)
+    dy = np.random.default_rng(5).normal(size=kc.conv_forward(x, k, b, st, pa, di).shape)
+
+    def loss():
+        return float(np.sum(dy * np.tanh(kc.conv_forward(x, k, b, st, pa, di))))
+    z = kc.conv_forward(x, k, b, st, pa, di)
+    dz = dy * (1 - np.tanh(z) ** 2)
+    dx, dk, db = kc.conv_backward(np.ascontiguousarray(dz), x, k, st, pa, di, True)
+    for arr, grad in ((x, dx), (k, dk), (b, db)):
+        for i, num in _fd(loss, arr):
+            assert grad.flat[i] == pytest.approx(num, rel=1e-6, abs=1e-8)
+    dx0, _, _ = kc.conv_backward(np.ascontiguousarray(dz), x, k, st, pa, di, False)
+    assert dx0.size == 0
+
+
+@pytest.mark.parametrize("s, p, d, op", [(1, 0, 1, 0), (2, 1, 1, 1), (2, 0, 2, 1), (3, 1, 1, 2), (1, 1, 2, 1)])
+def test_deconv_layer_gradients_central_differences(s, p, d, op):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 3, 4, 5))
+    k = rng.normal(size=(3, 2, 3, 2))
+    b = rng.normal(size=2)
+    args = ((s, s), (p, p), (d, d), (op, op))
+    dy = rng.normal(size=kd.deconv_forward(x, k, b, *args).shape)
+
+    def loss():
+        return float(np.sum(dy * np.tanh(kd.deconv_forward(x, k, b, *args))))
+    z = kd.deconv_forward(x, k, b, *args)
+    dz = np.ascontiguousarray(dy * (1 - np.tanh(z) ** 2))
+    dx, dk, db = kd.deconv_backward(dz, x, k, *args, True)
+    assert dx.shape == x.shape and dk.shape == k.shape and db.shape == b.shape
+    for arr, grad in ((x, dx), (k, dk), (b, db)):
+        for i, num in _fd(loss, arr):
+            assert grad.flat[i] == pytest.approx(num, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("s, p, d", OPTIONS)
+def test_adjoint_identity(s, p, d):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2, 3, 9, 8))
+    k = rng.normal(size=(4, 3, 3, 2))
+    empty = np.empty(0)
+    oh, ow = _out(9, 3, s, p, d), _out(8, 2, s, p, d)
+    if oh < 1 or ow < 1:
+        pytest.skip("empty output")
+    y = rng.normal(size=(2, 4, oh, ow))
+    op = (9 - ((oh - 1) * s - 2 * p + d * 2 + 1), 8 - ((ow - 1) * s - 2 * p + d * 1 + 1))
+    lhs = np.sum(kc.conv_forward(x, k, empty, (s, s), (p, p), (d, d)) * y)
+    rhs = np.sum(x * kd.deconv_forward(y, k, empty, (s, s), (p, p), (d, d), op))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((3, 3), (1, 1)), ((3, 2), (2, 1)), ((2, 3), (3, 2))])
+def test_maxpool_against_naive_including_overlap(dtype, kernel, stride):
+    x = np.random.default_rng(8).normal(size=(3, 2, 7, 8)).astype(dtype)
+    y, arg = kp.maxpool_forward(x, kernel, stride)
+    want, hits = ref.maxpool(x.astype(float), kernel, stride)
+    assert y.dtype == dtype and arg.dtype == np.int32
+    np.testing.assert_array_equal(y, want.astype(dtype))
+    dx = kp.maxpool_backward(np.ones_like(y), arg, (7, 8))
+    np.testing.assert_array_equal(dx, hits)          # overlapping windows add up
+
+
+def test_maxpool_ties_send_the_gradient_to_the_first_maximum():
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 1, 0] = x[0, 0, 1, 1] = x[0, 0, 0, 3] = 5.0
+    y, arg = kp.maxpool_forward(x, (2, 2), (2, 2))
+    dx = kp.maxpool_backward(np.full_like(y, 2.0), arg, (4, 4))
+    assert dx[0, 0, 1, 0] == 2.0 and dx[0, 0, 1, 1] == 0.0      # first in row-major order
+    assert dx[0, 0, 0, 3] == 2.0
+    assert dx[0, 0, 2, 0] == 2.0 and dx.sum() == 8.0            # all-zero window: its first element
+
+
+def test_maxpool_gradient_central_differences():
+    x = np.random.default_rng(9).normal(size=(2, 3, 6, 6))      # continuous values: no ties
+    dy = np.random.default_rng(10).normal(size=(2, 3, 2, 2))
+
+    def loss():
+        return float(np.sum(dy * kp.maxpool_forward(x, (3, 3), (2, 2))[0]))
+    _, arg = kp.maxpool_forward(x, (3, 3), (2, 2))
+    dx = kp.maxpool_backward(dy, arg, (6, 6))
+    for i, num in _fd(loss, x, count=30):
+        assert dx.flat[i] == pytest.approx(num, abs=1e-8)
+
+
+def test_parallel_kernels_equal_a_one_thread_run():
+    x, k, b = _case(5, np.float32, seed=11, c=16, f=16, h=12, w=12, kh=3, kw=3)   # GEMM path
+    x2, k2, b2 = _case(5, np.float32, seed=12)                                      # direct path
+    before = numba.get_num_threads()
+    runs = []
+    for threads in (1, before):
+        numba.set_num_threads(threads)
+        out = []
+        for xx, kk, bb in ((x, k, b), (x2, k2, b2)):
+            y = kc.conv_forward(xx, kk, bb, (1, 1), (1, 1), (1, 1))
+            out += [y, *kc.conv_backward(y, xx, kk, (1, 1), (1, 1), (1, 1), True)]
+            out += [kd.deconv_forward(y, kk, np.empty(0, np.float32), (1, 1), (1, 1), (1, 1), (0, 0))]
+        out += list(kp.maxpool_forward(x, (2, 2), (2, 2)))
+        runs.append(out)
+    numba.set_num_threads(before)
+    for a, b_ in zip(*runs):
+        np.testing.assert_array_equal(a, b_)
