@@ -168,7 +168,7 @@ def test_convolution_skip_loop_and_block(mode):
     y = np.random.default_rng(1).normal(size=(2, 3))
     conv = dict(kernel=3, padding=1, activation="tanh")
     net = (neurons.Network((1, 6, 6), "float64").convolution(2, **conv).convolution(2, **conv)
-           .convolution(2, **conv, bias=True).maxpool(2).dense(3).connect(0, 2).loopback(2, 1, 2, inskips=True)
+           .convolution(2, **conv, bias=True).maxpool(2).dense(3).connect(1, 2).loopback(2, 1, 2, inskips=True)
            .set_accumulation(skip=mode, loop=mode))
     gradcheck.check(net, net.init(0), x, y)
     blk = (neurons.Network((1, 6, 6), "float64").convolution(2, **conv)

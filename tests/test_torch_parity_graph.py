@@ -141,7 +141,7 @@ def test_feedback_convolution(mode, inskips, outskips):
 def test_convolution_loop_with_skip(mode):
     net = (neurons.Network((1, 6, 6), "float64").convolution(2, 3, padding=1, activation="tanh")
            .convolution(2, 3, padding=1, activation="tanh").convolution(2, 3, padding=1, activation="tanh")
-           .maxpool(2).dense(3).loopback(2, 1, 2, inskips=True).connect(0, 2)
+           .maxpool(2).dense(3).loopback(2, 1, 2, inskips=True).connect(1, 2)
            .set_accumulation(skip="add", loop=mode))
 
     def model(p, x):
@@ -150,6 +150,6 @@ def test_convolution_loop_with_skip(mode):
         for k in range(3):
             if k:
                 inp = outs[-1] + x1
-            outs.append(conv(p[2], conv(p[1], inp) + x))
+            outs.append(conv(p[2], conv(p[1], inp) + inp))     # the skip reads this pass's input
         return lin(p[4], F.max_pool2d(acc(mode, outs), 2), lambda v: v)
     compare(net, net.init(5), IMG, YI, model)
