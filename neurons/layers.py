@@ -209,7 +209,8 @@ class Convolution(_Activated):
     def backward(self, params, cache, dy, need_dx=True, activate=True):
         x = cache[0]
         dz = np.ascontiguousarray(self._unfinish(dy, cache, activate))
-        dx, dk, db = kconv.conv_backward(dz, x, params[0], self.stride, self.padding, self.dilation, need_dx)
+        dx, dk, db = kconv.conv_backward(dz, x, params[0], self.stride, self.padding, self.dilation, need_dx,
+                                         self.bias)
         return (dx if need_dx else None), ((dk, db) if self.bias else (dk,))
 
     def describe(self):
@@ -271,7 +272,7 @@ class Deconvolution(_Activated):
         x = cache[0]
         dz = np.ascontiguousarray(self._unfinish(dy, cache, activate))
         dx, dk, db = kdeconv.deconv_backward(dz, x, params[0], self.stride, self.padding, self.dilation,
-                                             self.output_padding, need_dx)
+                                             self.output_padding, need_dx, self.bias)
         return (dx if need_dx else None), ((dk, db) if self.bias else (dk,))
 
     def describe(self):

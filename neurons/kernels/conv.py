@@ -27,19 +27,66 @@ GEMM_REDUCTION = 64
 GEMM_FILTERS = 8
 
 
-@jit
-def _span(out, size, stride, pad, off):
-    """Output indices ``o`` in [lo, hi) with ``0 <= o·stride - pad + off < size``."""
-    start = pad - off
-    lo = 0 if start <= 0 else (start + stride - 1) // stride
-    last = size - 1 + pad - off
-    hi = 0 if last < 0 else min(out, last // stride + 1)
-    return lo, max(lo, hi)
+# Why the loops below look the way they do: an index such as ``x[t + shift]`` with a runtime
+# ``shift`` makes Numba check it for negative wraparound on every access, and that check stops
+# LLVM from vectorising the loop (6x slower, measured). So the input is zero-padded once, rows
+# are taken as 1-D slices, and the innermost loops index those slices with the bare loop counter.
+# With stride 1, each kernel tap is one long loop over the whole output plane at the padded width
+# (the extra columns are computed and dropped), instead of many loops of one row each.
+
+@pjit
+def pad(x, ph, pw, tail):
+    """x (N, C, H, W) -> (N, C, (H+2ph)(W+2pw) + tail): zero border, rows flattened, ``tail``
+    zeros after the last row so that a tap's flat slice never runs past the end."""
+    n, c, h, w = x.shape
+    wp = w + 2 * pw
+    xp = np.zeros((n, c, (h + 2 * ph) * wp + tail), x.dtype)
+    for nc in prange(n * c):
+        s, ch = nc // c, nc % c
+        for a in range(h):
+            dst = xp[s, ch, (a + ph) * wp + pw:(a + ph) * wp + pw + w]
+            src = x[s, ch, a]
+            for b in range(w):
+                dst[b] = src[b]
+    return xp
+
+
+@pjit
+def unpad(xp, h, w, ph, pw):
+    """The interior (N, C, h, w) of a padded, flattened array made like ``pad``'s."""
+    n, c = xp.shape[0], xp.shape[1]
+    wp = w + 2 * pw
+    x = np.empty((n, c, h, w), xp.dtype)
+    for nc in prange(n * c):
+        s, ch = nc // c, nc % c
+        for a in range(h):
+            src = xp[s, ch, (a + ph) * wp + pw:(a + ph) * wp + pw + w]
+            dst = x[s, ch, a]
+            for b in range(w):
+                dst[b] = src[b]
+    return x
+
+
+@pjit
+def widen(dy, wp):
+    """dy (N, F, oh, ow) -> (N, F, oh·wp): each row padded with zeros to the width ``wp``."""
+    n, f, oh, ow = dy.shape
+    out = np.zeros((n, f, oh * wp), dy.dtype)
+    for nf in prange(n * f):
+        s, q = nf // f, nf % f
+        for a in range(oh):
+            dst = out[s, q, a * wp:a * wp + ow]
+            src = dy[s, q, a]
+            for b in range(ow):
+                dst[b] = src[b]
+    return out
 
 
 @jit
-def _use_gemm(c, kh, kw, f):
-    return c * kh * kw >= GEMM_REDUCTION and f >= GEMM_FILTERS
+def _tap_row(plane, wp, row, col, ow, sw):
+    """Row ``row`` of a flattened padded plane, from column ``col`` every ``sw``, ``ow`` values."""
+    start = row * wp + col
+    return plane[start:start + (ow - 1) * sw + 1:sw]
 
 
 # ----------------------------------------------------------------------------- direct loops
@@ -51,20 +98,39 @@ def _correlate_direct(x, k, stride, padding, dilation, oh, ow):
     sh, sw = stride
     ph, pw = padding
     dh, dw = dilation
+    wp = w + 2 * pw
+    xp = pad(x, ph, pw, dw * (kw - 1) + 1)
     y = np.zeros((n, f, oh, ow), x.dtype)
-    for nf in prange(n * f):
-        s, q = nf // f, nf % f
-        for ch in range(c):
-            for i in range(kh):
-                a_lo, a_hi = _span(oh, h, sh, ph, i * dh)
-                for j in range(kw):
-                    b_lo, b_hi = _span(ow, w, sw, pw, j * dw)
-                    kv = k[q, ch, i, j]
-                    off = j * dw - pw
-                    for a in range(a_lo, a_hi):
-                        row = a * sh - ph + i * dh
-                        for b in range(b_lo, b_hi):
-                            y[s, q, a, b] += kv * x[s, ch, row, b * sw + off]
+    if sh == 1 and sw == 1:
+        length = oh * wp
+        for nf in prange(n * f):
+            s, q = nf // f, nf % f
+            acc = np.zeros(length, x.dtype)
+            for ch in range(c):
+                for i in range(kh):
+                    for j in range(kw):
+                        kv = k[q, ch, i, j]
+                        src = xp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+                        for t in range(length):
+                            acc[t] += kv * src[t]
+            for a in range(oh):
+                src = acc[a * wp:a * wp + ow]
+                dst = y[s, q, a]
+                for b in range(ow):
+                    dst[b] = src[b]
+    else:
+        for nf in prange(n * f):
+            s, q = nf // f, nf % f
+            for ch in range(c):
+                plane = xp[s, ch]
+                for i in range(kh):
+                    for j in range(kw):
+                        kv = k[q, ch, i, j]
+                        for a in range(oh):
+                            src = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
+                            dst = y[s, q, a]
+                            for b in range(ow):
+                                dst[b] += kv * src[b]
     return y
 
 
@@ -75,21 +141,35 @@ def _scatter_direct(dy, k, stride, padding, dilation, h, w):
     sh, sw = stride
     ph, pw = padding
     dh, dw = dilation
-    dx = np.zeros((n, c, h, w), dy.dtype)
-    for nc in prange(n * c):
-        s, ch = nc // c, nc % c
-        for q in range(f):
-            for i in range(kh):
-                a_lo, a_hi = _span(oh, h, sh, ph, i * dh)
-                for j in range(kw):
-                    b_lo, b_hi = _span(ow, w, sw, pw, j * dw)
-                    kv = k[q, ch, i, j]
-                    off = j * dw - pw
-                    for a in range(a_lo, a_hi):
-                        row = a * sh - ph + i * dh
-                        for b in range(b_lo, b_hi):
-                            dx[s, ch, row, b * sw + off] += kv * dy[s, q, a, b]
-    return dx
+    wp = w + 2 * pw
+    dxp = np.zeros((n, c, (h + 2 * ph) * wp + dw * (kw - 1) + 1), dy.dtype)
+    if sh == 1 and sw == 1:
+        length = oh * wp
+        dyw = widen(dy, wp)
+        for nc in prange(n * c):
+            s, ch = nc // c, nc % c
+            for q in range(f):
+                g = dyw[s, q]
+                for i in range(kh):
+                    for j in range(kw):
+                        kv = k[q, ch, i, j]
+                        dst = dxp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+                        for t in range(length):
+                            dst[t] += kv * g[t]
+    else:
+        for nc in prange(n * c):
+            s, ch = nc // c, nc % c
+            plane = dxp[s, ch]
+            for q in range(f):
+                for i in range(kh):
+                    for j in range(kw):
+                        kv = k[q, ch, i, j]
+                        for a in range(oh):
+                            dst = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
+                            g = dy[s, q, a]
+                            for b in range(ow):
+                                dst[b] += kv * g[b]
+    return unpad(dxp, h, w, ph, pw)
 
 
 @pjit
@@ -99,20 +179,30 @@ def _weight_grad_direct(dy, x, stride, padding, dilation, kh, kw):
     sh, sw = stride
     ph, pw = padding
     dh, dw = dilation
+    wp = w + 2 * pw
+    xp = pad(x, ph, pw, dw * (kw - 1) + 1)
     dk = np.empty((f, c, kh, kw), dy.dtype)
+    unit = sh == 1 and sw == 1
+    length = oh * wp
+    dyw = widen(dy, wp) if unit else np.empty((0, 0, 0), dy.dtype)
     for e in prange(f * c * kh * kw):
         q, rest = e // (c * kh * kw), e % (c * kh * kw)
         ch, rest = rest // (kh * kw), rest % (kh * kw)
         i, j = rest // kw, rest % kw
-        a_lo, a_hi = _span(oh, h, sh, ph, i * dh)
-        b_lo, b_hi = _span(ow, w, sw, pw, j * dw)
-        off = j * dw - pw
         acc = dy.dtype.type(0.0)
         for s in range(n):
-            for a in range(a_lo, a_hi):
-                row = a * sh - ph + i * dh
-                for b in range(b_lo, b_hi):
-                    acc += dy[s, q, a, b] * x[s, ch, row, b * sw + off]
+            if unit:
+                src = xp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+                g = dyw[s, q]
+                for t in range(length):
+                    acc += g[t] * src[t]
+            else:
+                plane = xp[s, ch]
+                for a in range(oh):
+                    src = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
+                    g = dy[s, q, a]
+                    for b in range(ow):
+                        acc += g[b] * src[b]
         dk[q, ch, i, j] = acc
     return dk
 
@@ -120,56 +210,50 @@ def _weight_grad_direct(dy, x, stride, padding, dilation, kh, kw):
 # ----------------------------------------------------------------------------- im2col + GEMM
 
 @jit
-def _im2col(x, s, kh, kw, stride, padding, dilation, oh, ow, cols):
-    """cols (C·kh·kw, oh·ow) of sample ``s``: row (c, i, j) holds x shifted by (i, j)."""
-    _, c, h, w = x.shape
+def _im2col(plane_s, kh, kw, wp, stride, dilation, oh, ow, cols):
+    """cols (C·kh·kw, oh·ow) from one sample's padded planes (C, Hp·Wp + tail)."""
     sh, sw = stride
-    ph, pw = padding
     dh, dw = dilation
-    for ch in range(c):
+    for ch in range(plane_s.shape[0]):
+        plane = plane_s[ch]
         for i in range(kh):
-            a_lo, a_hi = _span(oh, h, sh, ph, i * dh)
             for j in range(kw):
                 r = (ch * kh + i) * kw + j
-                b_lo, b_hi = _span(ow, w, sw, pw, j * dw)
-                off = j * dw - pw
-                for p in range(oh * ow):
-                    cols[r, p] = 0
-                for a in range(a_lo, a_hi):
-                    row = a * sh - ph + i * dh
-                    for b in range(b_lo, b_hi):
-                        cols[r, a * ow + b] = x[s, ch, row, b * sw + off]
+                for a in range(oh):
+                    src = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
+                    dst = cols[r, a * ow:(a + 1) * ow]
+                    for b in range(ow):
+                        dst[b] = src[b]
 
 
 @jit
-def _col2im(cols, dx, s, kh, kw, stride, padding, dilation, oh, ow):
-    """The adjoint of ``_im2col``: add cols back into dx[s]."""
-    _, c, h, w = dx.shape
+def _col2im(cols, plane_s, kh, kw, wp, stride, dilation, oh, ow):
+    """The adjoint of ``_im2col``: add cols back into one sample's padded planes."""
     sh, sw = stride
-    ph, pw = padding
     dh, dw = dilation
-    for ch in range(c):
+    for ch in range(plane_s.shape[0]):
+        plane = plane_s[ch]
         for i in range(kh):
-            a_lo, a_hi = _span(oh, h, sh, ph, i * dh)
             for j in range(kw):
                 r = (ch * kh + i) * kw + j
-                b_lo, b_hi = _span(ow, w, sw, pw, j * dw)
-                off = j * dw - pw
-                for a in range(a_lo, a_hi):
-                    row = a * sh - ph + i * dh
-                    for b in range(b_lo, b_hi):
-                        dx[s, ch, row, b * sw + off] += cols[r, a * ow + b]
+                for a in range(oh):
+                    dst = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
+                    src = cols[r, a * ow:(a + 1) * ow]
+                    for b in range(ow):
+                        dst[b] += src[b]
 
 
 @pjit
 def _correlate_gemm(x, k, stride, padding, dilation, oh, ow):
     n, c, h, w = x.shape
     f, _, kh, kw = k.shape
+    wp = w + 2 * padding[1]
+    xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     y = np.empty((n, f, oh, ow), x.dtype)
     for s in prange(n):
         cols = np.empty((c * kh * kw, oh * ow), x.dtype)
-        _im2col(x, s, kh, kw, stride, padding, dilation, oh, ow, cols)
+        _im2col(xp[s], kh, kw, wp, stride, dilation, oh, ow, cols)
         y[s] = np.dot(k2, cols).reshape(f, oh, ow)
     return y
 
@@ -178,25 +262,28 @@ def _correlate_gemm(x, k, stride, padding, dilation, oh, ow):
 def _scatter_gemm(dy, k, stride, padding, dilation, h, w):
     n, f, oh, ow = dy.shape
     _, c, kh, kw = k.shape
+    wp = w + 2 * padding[1]
     k2t = np.ascontiguousarray(k.reshape(f, c * kh * kw).T)
-    dx = np.zeros((n, c, h, w), dy.dtype)
+    dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
     for s in prange(n):
         cols = np.dot(k2t, np.ascontiguousarray(dy[s].reshape(f, oh * ow)))
-        _col2im(cols, dx, s, kh, kw, stride, padding, dilation, oh, ow)
-    return dx
+        _col2im(cols, dxp[s], kh, kw, wp, stride, dilation, oh, ow)
+    return unpad(dxp, h, w, padding[0], padding[1])
 
 
 @pjit
 def _weight_grad_gemm(dy, x, stride, padding, dilation, kh, kw):
     n, f, oh, ow = dy.shape
     _, c, h, w = x.shape
+    wp = w + 2 * padding[1]
+    xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     blocks = min(BLOCKS, n)
     size = (n + blocks - 1) // blocks
     partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
     for blk in prange(blocks):
         cols = np.empty((c * kh * kw, oh * ow), x.dtype)
         for s in range(blk * size, min(n, (blk + 1) * size)):
-            _im2col(x, s, kh, kw, stride, padding, dilation, oh, ow, cols)
+            _im2col(xp[s], kh, kw, wp, stride, dilation, oh, ow, cols)
             partial[blk] += np.dot(np.ascontiguousarray(dy[s].reshape(f, oh * ow)), cols.T)
     # a serial sum of the per-block partials, in block order
     dk = partial[0].copy()
@@ -206,32 +293,32 @@ def _weight_grad_gemm(dy, x, stride, padding, dilation, kh, kw):
 
 
 # ----------------------------------------------------------------------------- primitives
+# Plain Python on purpose: the choice of strategy is made here, so that only the variant a
+# shape needs is ever compiled (each parallel variant costs seconds of compilation).
 
-@jit
+def _strategy(c, kh, kw, f):
+    return c * kh * kw >= GEMM_REDUCTION and f >= GEMM_FILTERS
+
+
 def correlate(x, k, stride, padding, dilation, oh, ow):
     """``y`` (N, F, oh, ow) from x (N, C, H, W) and k (F, C, kh, kw); see the module docstring."""
     f, c, kh, kw = k.shape
-    if _use_gemm(c, kh, kw, f):
-        return _correlate_gemm(x, k, stride, padding, dilation, oh, ow)
-    return _correlate_direct(x, k, stride, padding, dilation, oh, ow)
+    impl = _correlate_gemm if _strategy(c, kh, kw, f) else _correlate_direct
+    return impl(x, k, stride, padding, dilation, oh, ow)
 
 
-@jit
 def scatter(dy, k, stride, padding, dilation, h, w):
     """The adjoint of ``correlate`` in x: dy (N, F, oh, ow), k (F, C, kh, kw) -> (N, C, h, w)."""
     f, c, kh, kw = k.shape
-    if _use_gemm(c, kh, kw, f):
-        return _scatter_gemm(dy, k, stride, padding, dilation, h, w)
-    return _scatter_direct(dy, k, stride, padding, dilation, h, w)
+    impl = _scatter_gemm if _strategy(c, kh, kw, f) else _scatter_direct
+    return impl(dy, k, stride, padding, dilation, h, w)
 
 
-@jit
 def weight_grad(dy, x, stride, padding, dilation, kh, kw):
     """The gradient of ``correlate`` in k: dy (N, F, oh, ow), x (N, C, H, W) -> (F, C, kh, kw)."""
     f, c = dy.shape[1], x.shape[1]
-    if _use_gemm(c, kh, kw, f):
-        return _weight_grad_gemm(dy, x, stride, padding, dilation, kh, kw)
-    return _weight_grad_direct(dy, x, stride, padding, dilation, kh, kw)
+    impl = _weight_grad_gemm if _strategy(c, kh, kw, f) else _weight_grad_direct
+    return impl(dy, x, stride, padding, dilation, kh, kw)
 
 
 @pjit
@@ -243,8 +330,9 @@ def channel_sum(dy):
         acc = dy.dtype.type(0.0)
         for s in range(n):
             for a in range(oh):
+                row = dy[s, q, a]
                 for b in range(ow):
-                    acc += dy[s, q, a, b]
+                    acc += row[b]
         db[q] = acc
     return db
 
@@ -255,19 +343,19 @@ def add_bias(y, b):
     n, f, oh, ow = y.shape
     for nf in prange(n * f):
         s, q = nf // f, nf % f
+        v = b[q]
         for a in range(oh):
+            row = y[s, q, a]
             for c in range(ow):
-                y[s, q, a, c] += b[q]
+                row[c] += v
 
 
 # ----------------------------------------------------------------------------- the layer
 
-@jit
 def conv_out(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-@jit
 def conv_forward(x, k, b, stride, padding, dilation):
     """Convolution: x (N, C, H, W), k (F, C, kh, kw), b (F,) or (0,) -> y (N, F, H', W').
 
@@ -281,13 +369,9 @@ def conv_forward(x, k, b, stride, padding, dilation):
     return y
 
 
-@jit
-def conv_backward(dy, x, k, stride, padding, dilation, need_dx):
-    """Gradients of ``conv_forward``: ``(dx, dk, db)``; dx is empty when ``need_dx`` is False."""
+def conv_backward(dy, x, k, stride, padding, dilation, need_dx, need_db=True):
+    """Gradients of ``conv_forward``: ``(dx, dk, db)``; dx (db) is None unless ``need_dx`` (``need_db``)."""
     dk = weight_grad(dy, x, stride, padding, dilation, k.shape[2], k.shape[3])
-    db = channel_sum(dy)
-    if need_dx:
-        dx = scatter(dy, k, stride, padding, dilation, x.shape[2], x.shape[3])
-    else:
-        dx = np.empty((0, 0, 0, 0), dy.dtype)
+    db = channel_sum(dy) if need_db else None
+    dx = scatter(dy, k, stride, padding, dilation, x.shape[2], x.shape[3]) if need_dx else None
     return dx, dk, db

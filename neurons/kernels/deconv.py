@@ -6,18 +6,13 @@ It is the input gradient of a convolution whose weight is the same kernel read a
 ``conv.correlate`` and the kernel gradient is ``conv.weight_grad`` with x and dy swapped.
 Output ``H' = (H - 1)s - 2p + d(k - 1) + 1 + output_padding``; dilation works.
 """
-import numpy as np
-
-from ._config import jit
 from .conv import add_bias, channel_sum, correlate, scatter, weight_grad
 
 
-@jit
 def deconv_out(size, k, s, p, d, op):
     return (size - 1) * s - 2 * p + d * (k - 1) + 1 + op
 
 
-@jit
 def deconv_forward(x, k, b, stride, padding, dilation, output_padding):
     """x (N, C_in, H, W), k (C_in, F, kh, kw), b (F,) or (0,) -> y (N, F, H', W')."""
     oh = deconv_out(x.shape[2], k.shape[2], stride[0], padding[0], dilation[0], output_padding[0])
@@ -28,13 +23,9 @@ def deconv_forward(x, k, b, stride, padding, dilation, output_padding):
     return y
 
 
-@jit
-def deconv_backward(dy, x, k, stride, padding, dilation, output_padding, need_dx):
-    """Gradients of ``deconv_forward``: ``(dx, dk, db)``; dx is empty when ``need_dx`` is False."""
+def deconv_backward(dy, x, k, stride, padding, dilation, output_padding, need_dx, need_db=True):
+    """Gradients of ``deconv_forward``: ``(dx, dk, db)``; dx (db) is None unless ``need_dx`` (``need_db``)."""
     dk = weight_grad(x, dy, stride, padding, dilation, k.shape[2], k.shape[3])
-    db = channel_sum(dy)
-    if need_dx:
-        dx = correlate(dy, k, stride, padding, dilation, x.shape[2], x.shape[3])
-    else:
-        dx = np.empty((0, 0, 0, 0), dy.dtype)
+    db = channel_sum(dy) if need_db else None
+    dx = correlate(dy, k, stride, padding, dilation, x.shape[2], x.shape[3]) if need_dx else None
     return dx, dk, db

@@ -3,6 +3,9 @@
 ``H' = floor((H - kh) / sh) + 1``. ``arg`` records the flat index ``h·W + w`` of each window's
 first maximum (row-major window order), where the gradient goes; gradients of overlapping
 windows that pick the same element add up.
+
+As in ``conv.py``, rows are taken as (strided) slices indexed by bare loop counters, and the
+scatter indexes with unsigned integers, so Numba adds no negative-index checks to inner loops.
 """
 import numpy as np
 from numba import prange
@@ -19,20 +22,26 @@ def maxpool_forward(x, kernel, stride):
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     y = np.empty((n, c, oh, ow), x.dtype)
     arg = np.empty((n, c, oh, ow), np.int32)
+    span = (ow - 1) * sw + 1
     for nc in prange(n * c):
         s, ch = nc // c, nc % c
         for a in range(oh):
+            best = y[s, ch, a]
+            at = arg[s, ch, a]
+            first = x[s, ch, a * sh, 0:span:sw]
             for b in range(ow):
-                best = x[s, ch, a * sh, b * sw]
-                at = (a * sh) * w + b * sw
-                for i in range(kh):
-                    for j in range(kw):
-                        v = x[s, ch, a * sh + i, b * sw + j]
-                        if v > best:
-                            best = v
-                            at = (a * sh + i) * w + b * sw + j
-                y[s, ch, a, b] = best
-                arg[s, ch, a, b] = at
+                best[b] = first[b]
+                at[b] = a * sh * w + b * sw
+            for i in range(kh):
+                row = x[s, ch, a * sh + i]
+                base = (a * sh + i) * w
+                for j in range(kw):
+                    seg = row[j:j + span:sw]
+                    for b in range(ow):
+                        v = seg[b]
+                        if v > best[b]:
+                            best[b] = v
+                            at[b] = base + b * sw + j
     return y, arg
 
 
@@ -41,11 +50,13 @@ def maxpool_backward(dy, arg, hw):
     """dy (N, C, H', W'), arg from the forward pass, hw = (H, W) -> dx (N, C, H, W)."""
     n, c, oh, ow = dy.shape
     h, w = hw
-    dx = np.zeros((n, c, h, w), dy.dtype)
+    dx = np.zeros((n, c, h * w), dy.dtype)
     for nc in prange(n * c):
         s, ch = nc // c, nc % c
-        flat = dx[s, ch].reshape(h * w)
+        flat = dx[s, ch]
         for a in range(oh):
+            g = dy[s, ch, a]
+            idx = arg[s, ch, a]
             for b in range(ow):
-                flat[arg[s, ch, a, b]] += dy[s, ch, a, b]
-    return dx
+                flat[np.uint32(idx[b])] += g[b]
+    return dx.reshape(n, c, h, w)
