@@ -38,7 +38,23 @@ def test_dense_forward_backward(dtype, bias, n):
                                rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
     np.testing.assert_allclose(db, dz.sum(0), rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
     dx2, _, _ = kdense.dense_backward(dz, x, w, False)
-    assert dx2.size == 0
+    assert dx2 is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_split_over_threads_matches_one_gemm(dtype):
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(64, 300)).astype(dtype)        # above the split size
+    w = rng.normal(size=(40, 300)).astype(dtype)
+    b = rng.normal(size=40).astype(dtype)
+    assert kdense._split(64, 40, 300)
+    tol = TOL[dtype] * 1000
+    np.testing.assert_allclose(kdense.dense_forward(x, w, b), x @ w.T + b, rtol=tol, atol=tol)
+    dz = rng.normal(size=(64, 40)).astype(dtype)
+    dx, dw, db = kdense.dense_backward(dz, x, w, True)
+    np.testing.assert_allclose(dx, dz @ w, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dw, dz.T @ x, rtol=tol, atol=tol)
+    np.testing.assert_allclose(db, dz.sum(0), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

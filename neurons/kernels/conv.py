@@ -90,121 +90,169 @@ def _tap_row(plane, wp, row, col, ow, sw):
 
 
 # ----------------------------------------------------------------------------- direct loops
+# ``*_flat``: stride 1, one long loop per kernel tap; ``*_rows``: any stride, a loop per row.
 
 @pjit
-def _correlate_direct(x, k, stride, padding, dilation, oh, ow):
+def _correlate_flat(x, k, padding, dilation, oh, ow):
     n, c, h, w = x.shape
     f, _, kh, kw = k.shape
-    sh, sw = stride
-    ph, pw = padding
     dh, dw = dilation
-    wp = w + 2 * pw
-    xp = pad(x, ph, pw, dw * (kw - 1) + 1)
-    y = np.zeros((n, f, oh, ow), x.dtype)
-    if sh == 1 and sw == 1:
-        length = oh * wp
-        for nf in prange(n * f):
-            s, q = nf // f, nf % f
-            acc = np.zeros(length, x.dtype)
-            for ch in range(c):
-                for i in range(kh):
-                    for j in range(kw):
-                        kv = k[q, ch, i, j]
-                        src = xp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
-                        for t in range(length):
-                            acc[t] += kv * src[t]
-            for a in range(oh):
-                src = acc[a * wp:a * wp + ow]
-                dst = y[s, q, a]
-                for b in range(ow):
-                    dst[b] = src[b]
-    else:
-        for nf in prange(n * f):
-            s, q = nf // f, nf % f
-            for ch in range(c):
-                plane = xp[s, ch]
-                for i in range(kh):
-                    for j in range(kw):
-                        kv = k[q, ch, i, j]
-                        for a in range(oh):
-                            src = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
-                            dst = y[s, q, a]
-                            for b in range(ow):
-                                dst[b] += kv * src[b]
+    wp = w + 2 * padding[1]
+    xp = pad(x, padding[0], padding[1], dw * (kw - 1) + 1)
+    y = np.empty((n, f, oh, ow), x.dtype)
+    length = oh * wp
+    for nf in prange(n * f):
+        s, q = nf // f, nf % f
+        acc = np.zeros(length, x.dtype)
+        for ch in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    kv = k[q, ch, i, j]
+                    src = xp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+                    for t in range(length):
+                        acc[t] += kv * src[t]
+        for a in range(oh):
+            src = acc[a * wp:a * wp + ow]
+            dst = y[s, q, a]
+            for b in range(ow):
+                dst[b] = src[b]
     return y
 
 
 @pjit
-def _scatter_direct(dy, k, stride, padding, dilation, h, w):
-    n, f, oh, ow = dy.shape
-    _, c, kh, kw = k.shape
+def _correlate_rows(x, k, stride, padding, dilation, oh, ow):
+    n, c, h, w = x.shape
+    f, _, kh, kw = k.shape
     sh, sw = stride
-    ph, pw = padding
     dh, dw = dilation
-    wp = w + 2 * pw
-    dxp = np.zeros((n, c, (h + 2 * ph) * wp + dw * (kw - 1) + 1), dy.dtype)
-    if sh == 1 and sw == 1:
-        length = oh * wp
-        dyw = widen(dy, wp)
-        for nc in prange(n * c):
-            s, ch = nc // c, nc % c
-            for q in range(f):
-                g = dyw[s, q]
-                for i in range(kh):
-                    for j in range(kw):
-                        kv = k[q, ch, i, j]
-                        dst = dxp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
-                        for t in range(length):
-                            dst[t] += kv * g[t]
-    else:
-        for nc in prange(n * c):
-            s, ch = nc // c, nc % c
-            plane = dxp[s, ch]
-            for q in range(f):
-                for i in range(kh):
-                    for j in range(kw):
-                        kv = k[q, ch, i, j]
-                        for a in range(oh):
-                            dst = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
-                            g = dy[s, q, a]
-                            for b in range(ow):
-                                dst[b] += kv * g[b]
-    return unpad(dxp, h, w, ph, pw)
+    wp = w + 2 * padding[1]
+    xp = pad(x, padding[0], padding[1], dw * (kw - 1) + 1)
+    y = np.zeros((n, f, oh, ow), x.dtype)
+    for nf in prange(n * f):
+        s, q = nf // f, nf % f
+        for ch in range(c):
+            plane = xp[s, ch]
+            for i in range(kh):
+                for j in range(kw):
+                    kv = k[q, ch, i, j]
+                    for a in range(oh):
+                        src = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
+                        dst = y[s, q, a]
+                        for b in range(ow):
+                            dst[b] += kv * src[b]
+    return y
 
 
 @pjit
-def _weight_grad_direct(dy, x, stride, padding, dilation, kh, kw):
+def _scatter_flat(dy, k, padding, dilation, h, w):
+    n, f, oh, ow = dy.shape
+    _, c, kh, kw = k.shape
+    dh, dw = dilation
+    wp = w + 2 * padding[1]
+    dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dw * (kw - 1) + 1), dy.dtype)
+    length = oh * wp
+    dyw = widen(dy, wp)
+    for nc in prange(n * c):
+        s, ch = nc // c, nc % c
+        for q in range(f):
+            g = dyw[s, q]
+            for i in range(kh):
+                for j in range(kw):
+                    kv = k[q, ch, i, j]
+                    dst = dxp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+                    for t in range(length):
+                        dst[t] += kv * g[t]
+    return unpad(dxp, h, w, padding[0], padding[1])
+
+
+@pjit
+def _scatter_rows(dy, k, stride, padding, dilation, h, w):
+    n, f, oh, ow = dy.shape
+    _, c, kh, kw = k.shape
+    sh, sw = stride
+    dh, dw = dilation
+    wp = w + 2 * padding[1]
+    dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dw * (kw - 1) + 1), dy.dtype)
+    for nc in prange(n * c):
+        s, ch = nc // c, nc % c
+        plane = dxp[s, ch]
+        for q in range(f):
+            for i in range(kh):
+                for j in range(kw):
+                    kv = k[q, ch, i, j]
+                    for a in range(oh):
+                        dst = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
+                        g = dy[s, q, a]
+                        for b in range(ow):
+                            dst[b] += kv * g[b]
+    return unpad(dxp, h, w, padding[0], padding[1])
+
+
+@pjit
+def _weight_grad_flat(dy, x, padding, dilation, kh, kw):
     n, f, oh, ow = dy.shape
     _, c, h, w = x.shape
-    sh, sw = stride
-    ph, pw = padding
     dh, dw = dilation
-    wp = w + 2 * pw
-    xp = pad(x, ph, pw, dw * (kw - 1) + 1)
-    dk = np.empty((f, c, kh, kw), dy.dtype)
-    unit = sh == 1 and sw == 1
+    wp = w + 2 * padding[1]
+    xp = pad(x, padding[0], padding[1], dw * (kw - 1) + 1)
+    dyw = widen(dy, wp)
     length = oh * wp
-    dyw = widen(dy, wp) if unit else np.empty((0, 0, 0), dy.dtype)
+    dk = np.empty((f, c, kh, kw), dy.dtype)
     for e in prange(f * c * kh * kw):
         q, rest = e // (c * kh * kw), e % (c * kh * kw)
         ch, rest = rest // (kh * kw), rest % (kh * kw)
         i, j = rest // kw, rest % kw
         acc = dy.dtype.type(0.0)
         for s in range(n):
-            if unit:
-                src = xp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
-                g = dyw[s, q]
-                for t in range(length):
-                    acc += g[t] * src[t]
-            else:
-                plane = xp[s, ch]
-                for a in range(oh):
-                    src = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
-                    g = dy[s, q, a]
-                    for b in range(ow):
-                        acc += g[b] * src[b]
+            src = xp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+            g = dyw[s, q]
+            for t in range(length):
+                acc += g[t] * src[t]
         dk[q, ch, i, j] = acc
     return dk
+
+
+@pjit
+def _weight_grad_rows(dy, x, stride, padding, dilation, kh, kw):
+    n, f, oh, ow = dy.shape
+    _, c, h, w = x.shape
+    sh, sw = stride
+    dh, dw = dilation
+    wp = w + 2 * padding[1]
+    xp = pad(x, padding[0], padding[1], dw * (kw - 1) + 1)
+    dk = np.empty((f, c, kh, kw), dy.dtype)
+    for e in prange(f * c * kh * kw):
+        q, rest = e // (c * kh * kw), e % (c * kh * kw)
+        ch, rest = rest // (kh * kw), rest % (kh * kw)
+        i, j = rest // kw, rest % kw
+        acc = dy.dtype.type(0.0)
+        for s in range(n):
+            plane = xp[s, ch]
+            for a in range(oh):
+                src = _tap_row(plane, wp, a * sh + i * dh, j * dw, ow, sw)
+                g = dy[s, q, a]
+                for b in range(ow):
+                    acc += g[b] * src[b]
+        dk[q, ch, i, j] = acc
+    return dk
+
+
+def _correlate_direct(x, k, stride, padding, dilation, oh, ow):
+    if stride[0] == 1 and stride[1] == 1:
+        return _correlate_flat(x, k, padding, dilation, oh, ow)
+    return _correlate_rows(x, k, stride, padding, dilation, oh, ow)
+
+
+def _scatter_direct(dy, k, stride, padding, dilation, h, w):
+    if stride[0] == 1 and stride[1] == 1:
+        return _scatter_flat(dy, k, padding, dilation, h, w)
+    return _scatter_rows(dy, k, stride, padding, dilation, h, w)
+
+
+def _weight_grad_direct(dy, x, stride, padding, dilation, kh, kw):
+    if stride[0] == 1 and stride[1] == 1:
+        return _weight_grad_flat(dy, x, padding, dilation, kh, kw)
+    return _weight_grad_rows(dy, x, stride, padding, dilation, kh, kw)
 
 
 # ----------------------------------------------------------------------------- im2col + GEMM
