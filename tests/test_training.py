@@ -74,6 +74,7 @@ def test_early_stopping_stops_and_restores_the_best_params():
     assert loss < h.val_loss[-1]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_nan_loss_raises_with_the_last_good_params():
     x, y = _regression()
     with pytest.raises(neurons.TrainingError, match=r"at epoch \d+, batch \d+") as info:
