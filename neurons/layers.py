@@ -311,7 +311,7 @@ class Maxpool:
         return ()
 
     def forward(self, params, x, train=False, seed=0, activate=True):
-        y, arg = kpool.maxpool_forward(x, self.kernel, self.stride)
+        y, arg = kpool.maxpool_forward(np.ascontiguousarray(x), self.kernel, self.stride)
         return y, (arg, x.shape[2:])
 
     def backward(self, params, cache, dy, need_dx=True, activate=True):

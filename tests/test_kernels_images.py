@@ -16,7 +16,7 @@ OPTIONS = list(itertools.product([1, 2, 3], [0, 1, 2], [1, 2]))       # stride, 
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
 STRATEGIES = {
     "direct": (kc._correlate_direct, kc._scatter_direct, kc._weight_grad_direct),
-    "gemm": (kc._correlate_gemm, kc._scatter_gemm, kc._weight_grad_gemm),
+    "gemm": (kc._correlate_gemm_any, kc._scatter_gemm_any, kc._weight_grad_gemm_any),
 }
 
 

@@ -4,8 +4,9 @@
 first maximum (row-major window order), where the gradient goes; gradients of overlapping
 windows that pick the same element add up.
 
-As in ``conv.py``, rows are taken as (strided) slices indexed by bare loop counters, and the
-scatter indexes with unsigned integers, so Numba adds no negative-index checks to inner loops.
+The forward pass is a plain scalar loop per window over the flattened plane (measured faster
+than row slices for every shape tried: 2.5x on 14 x 14 planes, where rows are short); the
+scatter indexes with unsigned integers, so Numba adds no negative-index checks to its loop.
 """
 import numpy as np
 from numba import prange
@@ -20,29 +21,24 @@ def maxpool_forward(x, kernel, stride):
     kh, kw = kernel
     sh, sw = stride
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    y = np.empty((n, c, oh, ow), x.dtype)
-    arg = np.empty((n, c, oh, ow), np.int32)
-    span = (ow - 1) * sw + 1
+    flat = x.reshape(n * c, h * w)
+    y = np.empty((n * c, oh * ow), x.dtype)
+    arg = np.empty((n * c, oh * ow), np.int32)
     for nc in prange(n * c):
-        s, ch = nc // c, nc % c
+        plane, best_out, arg_out = flat[nc], y[nc], arg[nc]
         for a in range(oh):
-            best = y[s, ch, a]
-            at = arg[s, ch, a]
-            first = x[s, ch, a * sh, 0:span:sw]
             for b in range(ow):
-                best[b] = first[b]
-                at[b] = a * sh * w + b * sw
-            for i in range(kh):
-                row = x[s, ch, a * sh + i]
-                base = (a * sh + i) * w
-                for j in range(kw):
-                    seg = row[j:j + span:sw]
-                    for b in range(ow):
-                        v = seg[b]
-                        if v > best[b]:
-                            best[b] = v
-                            at[b] = base + b * sw + j
-    return y, arg
+                at = a * sh * w + b * sw
+                best = plane[at]
+                for i in range(kh):
+                    for j in range(kw):
+                        p = (a * sh + i) * w + b * sw + j
+                        if plane[p] > best:
+                            best = plane[p]
+                            at = p
+                best_out[a * ow + b] = best
+                arg_out[a * ow + b] = at
+    return y.reshape(n, c, oh, ow), arg.reshape(n, c, oh, ow)
 
 
 @pjit
