@@ -100,6 +100,9 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     x = net.check_x(x)
     y = net.check_y(y, len(x))
     xv, yv, patience = _validation(net, validation)
+    # accuracy means something for one output (|pred - target| < tol) or one-hot targets; for
+    # other multi-output targets (an autoencoder's images) the history holds NaN and the table "-"
+    scored = yv is not None and _scored(yv)
     batch = _positive_int(batch, "batch")
     epochs = _positive_int(epochs, "epochs")
     if print_every is not None:
@@ -146,7 +149,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                 vloss, vacc = net._evaluate(params, xv, yv, tol=tol)
                 history.val_time.append(time.perf_counter() - t1)
                 history.val_loss.append(vloss)
-                history.val_acc.append(vacc)
+                history.val_acc.append(vacc if scored else float("nan"))
                 if vloss < best_loss:
                     best, best_loss, history.best_epoch = params, vloss, epoch + 1
                 rising = rising + 1 if prev is not None and vloss > prev else 0
@@ -166,9 +169,14 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     return Trained(net, best if xv is not None else params, history)
 
 
+def _scored(y):
+    """Whether accuracy applies to these (N, outputs) targets: one output, or one-hot rows."""
+    return y.shape[1] == 1 or bool(np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
+
+
 def _row(out, epoch, h):
     vl = f"{h.val_loss[-1]:12.5f}" if h.val_loss else f"{'-':>12}"
-    va = f"{100 * h.val_acc[-1]:8.2f}%" if h.val_acc else f"{'-':>9}"
+    va = f"{100 * h.val_acc[-1]:8.2f}%" if h.val_acc and np.isfinite(h.val_acc[-1]) else f"{'-':>9}"
     t = h.train_time[-1] + (h.val_time[-1] if h.val_time else 0.0)
     print(f"{epoch:>6} {h.train_loss[-1]:12.5f} {vl} {va} {t:7.2f}s", file=out, flush=True)
 

@@ -95,6 +95,19 @@ def test_epoch_table_is_printed_every_n_epochs():
     assert "val loss" in out.getvalue().splitlines()[0]
 
 
+def test_accuracy_is_blank_for_multi_output_targets_that_are_not_one_hot():
+    from neurons.training import learn
+    rng = np.random.default_rng(5)
+    x = rng.random((40, 3)).astype(np.float32)
+    net = neurons.Network((3,)).dense(3, "sigmoid").set_optimizer(SGD(lr=0.1)).set_objective("mse")
+    out = io.StringIO()
+    images = learn(net, x, x, validation=(x, x), epochs=2, print_every=1, out=out)   # an autoencoder
+    assert np.isnan(images.history.val_acc).all()
+    assert [line.split()[3] for line in out.getvalue().splitlines()[1:]] == ["-", "-"]
+    labels = learn(net, x, np.argmax(x, axis=1), validation=(x, np.argmax(x, axis=1)), epochs=2)
+    assert np.isfinite(labels.history.val_acc).all() and 0 <= labels.history.val_acc[-1] <= 1
+
+
 def test_learn_continues_from_given_params_without_touching_them():
     x, y = _regression()
     net = _net()
