@@ -65,6 +65,26 @@ def test_conv_primitives_against_naive_loops(strategy, dtype, n):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 3])
+def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n):
+    """conv_backward's one-pass GEMM form (stride 1, >= 4 filters): dx, dk, db as the direct loops."""
+    x, _, _ = _case(n, dtype, seed=4)
+    k = np.random.default_rng(5).normal(size=(5, 2, 3, 2)).astype(dtype)
+    tol = TOL[dtype] * 10
+    for p, d in itertools.product([0, 1, 2], [1, 2]):
+        pa, di = (p, p + 1 if p < 2 else p), (d, d)
+        oh, ow = _out(7, 3, 1, pa[0], d), _out(6, 2, 1, pa[1], d)
+        dy = np.random.default_rng(6).normal(size=(n, 5, oh, ow)).astype(dtype)
+        for need_dx in (True, False):
+            dx, dk, db = kc.conv_backward(dy, x, k, (1, 1), pa, di, need_dx)
+            assert (dx is None) != need_dx
+            np.testing.assert_allclose(dk, kc._weight_grad_direct(dy, x, (1, 1), pa, di, 3, 2), rtol=tol, atol=tol)
+            np.testing.assert_allclose(db, dy.astype(float).sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
+            if need_dx:
+                np.testing.assert_allclose(dx, kc._scatter_direct(dy, k, (1, 1), pa, di, 7, 6), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv_layer_forward_with_bias(dtype, bias):
     x, k, b = _case(3, dtype, seed=2)

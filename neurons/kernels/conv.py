@@ -424,6 +424,58 @@ def _weight_grad_gemm_flat(dy, x, padding, dilation, kh, kw):
     return dk.reshape(f, c, kh, kw)
 
 
+@pjit
+def _backward_gemm_flat(dy, x, k, padding, dilation, need_dx):
+    """``(dx, dk, db)`` of a stride-1 convolution in one pass over the batch: each sample's dy is
+    widened once (its sums per filter taken on the way, for db) and serves both GEMMs (dk from
+    the im2col of x, dx through col2im). dx is an empty (0, C, H, W) array unless ``need_dx``.
+    Measured against separate passes at batch 128: 18.5 -> 14.8 ms (32 -> 64 filters, 14 x 14),
+    8.5 -> 1.5 ms (1 -> 32 filters, 28 x 28)."""
+    n, f, oh, ow = dy.shape
+    _, c, h, w = x.shape
+    kh, kw = k.shape[2], k.shape[3]
+    dh, dw = dilation
+    wp = w + 2 * padding[1]
+    length = oh * wp
+    tail = dw * (kw - 1) + 1
+    xp = pad(x, padding[0], padding[1], tail)
+    k2t = np.ascontiguousarray(k.reshape(f, c * kh * kw).T)
+    dxp = np.zeros((n if need_dx else 0, c, xp.shape[2]), dy.dtype)
+    blocks = min(BLOCKS, n)
+    size = (n + blocks - 1) // blocks
+    partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
+    partial_db = np.zeros((blocks, f), dy.dtype)
+    for blk in prange(blocks):
+        cols = np.empty((c * kh * kw, length), x.dtype)
+        dyw = np.zeros((f, length), dy.dtype)        # the columns past ow stay zero
+        for s in range(blk * size, min(n, (blk + 1) * size)):
+            for q in range(f):
+                acc = dy.dtype.type(0.0)
+                for a in range(oh):
+                    src = dy[s, q, a]
+                    dst = dyw[q, a * wp:a * wp + ow]
+                    for b in range(ow):
+                        dst[b] = src[b]
+                        acc += src[b]
+                partial_db[blk, q] += acc
+            _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
+            partial[blk] += np.dot(dyw, cols.T)
+            if need_dx:
+                dcols = np.dot(k2t, dyw)
+                for ch in range(c):
+                    for i in range(kh):
+                        for j in range(kw):
+                            dst = dxp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+                            src = dcols[(ch * kh + i) * kw + j]
+                            for t in range(length):
+                                dst[t] += src[t]
+    dk, db = partial[0].copy(), partial_db[0].copy()
+    for blk in range(1, blocks):
+        dk += partial[blk]
+        db += partial_db[blk]
+    return unpad(dxp, h, w, padding[0], padding[1]), dk.reshape(f, c, kh, kw), db
+
+
 def _correlate_gemm_any(x, k, stride, padding, dilation, oh, ow):
     if stride[0] == 1 and stride[1] == 1:
         return _correlate_gemm_flat(x, k, padding, dilation, oh, ow)
@@ -525,7 +577,11 @@ def conv_forward(x, k, b, stride, padding, dilation):
 
 def conv_backward(dy, x, k, stride, padding, dilation, need_dx, need_db=True):
     """Gradients of ``conv_forward``: ``(dx, dk, db)``; dx (db) is None unless ``need_dx`` (``need_db``)."""
-    dk = weight_grad(dy, x, stride, padding, dilation, k.shape[2], k.shape[3])
+    f, c, kh, kw = k.shape
+    if stride[0] == 1 and stride[1] == 1 and _strategy(c, kh, kw, f, stride):
+        dx, dk, db = _backward_gemm_flat(dy, x, k, padding, dilation, need_dx)
+        return (dx if need_dx else None), dk, (db if need_db else None)
     db = channel_sum(dy) if need_db else None
+    dk = weight_grad(dy, x, stride, padding, dilation, kh, kw)
     dx = scatter(dy, k, stride, padding, dilation, x.shape[2], x.shape[3]) if need_dx else None
     return dx, dk, db
