@@ -424,6 +424,39 @@ def _weight_grad_gemm_flat(dy, x, padding, dilation, kh, kw):
     return dk.reshape(f, c, kh, kw)
 
 
+@jit
+def _backward_block(dy, xp, k2t, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk, db):
+    """``_backward_gemm_flat`` for samples lo..hi-1, adding into this block's dk and db. A serial
+    function of its own: inside the ``prange`` body the same code took twice as long to compile."""
+    n, f, oh, ow = dy.shape
+    c = xp.shape[1]
+    dh, dw = dilation
+    length = oh * wp
+    cols = np.empty((c * kh * kw, length), dy.dtype)
+    dyw = np.zeros((f, length), dy.dtype)        # the columns past ow stay zero
+    for s in range(lo, hi):
+        for q in range(f):
+            acc = dy.dtype.type(0.0)
+            for a in range(oh):
+                src = dy[s, q, a]
+                dst = dyw[q, a * wp:a * wp + ow]
+                for b in range(ow):
+                    dst[b] = src[b]
+                    acc += src[b]
+            db[q] += acc
+        _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
+        dk += np.dot(dyw, cols.T)
+        if need_dx:
+            dcols = np.dot(k2t, dyw)
+            for ch in range(c):
+                for i in range(kh):
+                    for j in range(kw):
+                        dst = dxp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+                        src = dcols[(ch * kh + i) * kw + j]
+                        for t in range(length):
+                            dst[t] += src[t]
+
+
 @pjit
 def _backward_gemm_flat(dy, x, k, padding, dilation, need_dx):
     """``(dx, dk, db)`` of a stride-1 convolution in one pass over the batch: each sample's dy is
@@ -434,7 +467,7 @@ def _backward_gemm_flat(dy, x, k, padding, dilation, need_dx):
     n, f, oh, ow = dy.shape
     _, c, h, w = x.shape
     kh, kw = k.shape[2], k.shape[3]
-    dh, dw = dilation
+    dw = dilation[1]
     wp = w + 2 * padding[1]
     length = oh * wp
     tail = dw * (kw - 1) + 1
@@ -446,29 +479,8 @@ def _backward_gemm_flat(dy, x, k, padding, dilation, need_dx):
     partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
     for blk in prange(blocks):
-        cols = np.empty((c * kh * kw, length), x.dtype)
-        dyw = np.zeros((f, length), dy.dtype)        # the columns past ow stay zero
-        for s in range(blk * size, min(n, (blk + 1) * size)):
-            for q in range(f):
-                acc = dy.dtype.type(0.0)
-                for a in range(oh):
-                    src = dy[s, q, a]
-                    dst = dyw[q, a * wp:a * wp + ow]
-                    for b in range(ow):
-                        dst[b] = src[b]
-                        acc += src[b]
-                partial_db[blk, q] += acc
-            _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
-            partial[blk] += np.dot(dyw, cols.T)
-            if need_dx:
-                dcols = np.dot(k2t, dyw)
-                for ch in range(c):
-                    for i in range(kh):
-                        for j in range(kw):
-                            dst = dxp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
-                            src = dcols[(ch * kh + i) * kw + j]
-                            for t in range(length):
-                                dst[t] += src[t]
+        _backward_block(dy, xp, k2t, blk * size, min(n, (blk + 1) * size), kh, kw, wp, dilation, need_dx,
+                        dxp, partial[blk], partial_db[blk])
     dk, db = partial[0].copy(), partial_db[0].copy()
     for blk in range(1, blocks):
         dk += partial[blk]
