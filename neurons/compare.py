@@ -128,7 +128,8 @@ def load(path):
 
 
 def summary(results):
-    """Rows ``(name, mean test acc, std, mean train s/epoch, mean val s/epoch, probes)``."""
+    """Rows ``(name, mean test acc, std, median train s/epoch, median val s/epoch, probes)``; the
+    median over every epoch of every run, so one disturbed epoch does not move the figure."""
     rows = []
     for name, runs in results["results"].items():
         accs = [r["test_accuracy"] for r in runs]
@@ -137,8 +138,8 @@ def summary(results):
             for k, v in r["probes"].items():
                 probe.setdefault(k, []).append(v["accuracy"])
         rows.append((name, float(np.mean(accs)), float(np.std(accs)),
-                     float(np.mean([np.mean(r["history"]["train_time"]) for r in runs])),
-                     float(np.mean([np.mean(r["history"]["val_time"]) for r in runs])),
+                     float(np.median([t for r in runs for t in r["history"]["train_time"]])),
+                     float(np.median([t for r in runs for t in r["history"]["val_time"]])),
                      {k: float(np.mean(v)) for k, v in probe.items()}))
     return rows
 
