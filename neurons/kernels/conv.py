@@ -237,24 +237,6 @@ def _weight_grad_rows(dy, x, stride, padding, dilation, kh, kw):
     return dk
 
 
-def _correlate_direct(x, k, stride, padding, dilation, oh, ow):
-    if stride[0] == 1 and stride[1] == 1:
-        return _correlate_flat(x, k, padding, dilation, oh, ow)
-    return _correlate_rows(x, k, stride, padding, dilation, oh, ow)
-
-
-def _scatter_direct(dy, k, stride, padding, dilation, h, w):
-    if stride[0] == 1 and stride[1] == 1:
-        return _scatter_flat(dy, k, padding, dilation, h, w)
-    return _scatter_rows(dy, k, stride, padding, dilation, h, w)
-
-
-def _weight_grad_direct(dy, x, stride, padding, dilation, kh, kw):
-    if stride[0] == 1 and stride[1] == 1:
-        return _weight_grad_flat(dy, x, padding, dilation, kh, kw)
-    return _weight_grad_rows(dy, x, stride, padding, dilation, kh, kw)
-
-
 # ----------------------------------------------------------------------------- im2col + GEMM
 
 @jit
@@ -488,22 +470,22 @@ def _backward_gemm_flat(dy, x, k, padding, dilation, need_dx):
     return unpad(dxp, h, w, padding[0], padding[1]), dk.reshape(f, c, kh, kw), db
 
 
-def _correlate_gemm_any(x, k, stride, padding, dilation, oh, ow):
-    if stride[0] == 1 and stride[1] == 1:
-        return _correlate_gemm_flat(x, k, padding, dilation, oh, ow)
-    return _correlate_gemm(x, k, stride, padding, dilation, oh, ow)
+def _by_stride(flat, general):
+    """``f(a, b, stride, padding, dilation, s1, s2)`` calling ``flat`` (stride 1, no stride
+    argument) or ``general``: plain Python, so only the variant a layer needs is compiled."""
+    def dispatch(a, b, stride, padding, dilation, s1, s2):
+        if stride[0] == 1 and stride[1] == 1:
+            return flat(a, b, padding, dilation, s1, s2)
+        return general(a, b, stride, padding, dilation, s1, s2)
+    return dispatch
 
 
-def _scatter_gemm_any(dy, k, stride, padding, dilation, h, w):
-    if stride[0] == 1 and stride[1] == 1:
-        return _scatter_gemm_flat(dy, k, padding, dilation, h, w)
-    return _scatter_gemm(dy, k, stride, padding, dilation, h, w)
-
-
-def _weight_grad_gemm_any(dy, x, stride, padding, dilation, kh, kw):
-    if stride[0] == 1 and stride[1] == 1:
-        return _weight_grad_gemm_flat(dy, x, padding, dilation, kh, kw)
-    return _weight_grad_gemm(dy, x, stride, padding, dilation, kh, kw)
+_correlate_direct = _by_stride(_correlate_flat, _correlate_rows)
+_scatter_direct = _by_stride(_scatter_flat, _scatter_rows)
+_weight_grad_direct = _by_stride(_weight_grad_flat, _weight_grad_rows)
+_correlate_gemm_any = _by_stride(_correlate_gemm_flat, _correlate_gemm)
+_scatter_gemm_any = _by_stride(_scatter_gemm_flat, _scatter_gemm)
+_weight_grad_gemm_any = _by_stride(_weight_grad_gemm_flat, _weight_grad_gemm)
 
 
 # ----------------------------------------------------------------------------- primitives
