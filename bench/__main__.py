@@ -143,14 +143,17 @@ def table(result):
     """The Markdown table for the README."""
     torch = any("torch" in r for r in result["rows"])
     head = "| network | batch | neurons s/epoch | " + ("PyTorch s/epoch | ratio | " if torch else "")
-    head += "GFLOP/s | inference img/s | peak MB |"
+    head += "GFLOP/s | inference img/s | " + ("PyTorch img/s | " if torch else "") + "peak MB |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in result["rows"]:
         n = r["neurons"]
         line = f"| {r['arch']} | {r['batch']} | {n['epoch_s']:.2f} ({n['min_s']:.2f}-{n['max_s']:.2f}) | "
         if torch:
             line += f"{r['torch']['epoch_s']:.2f} | {r['ratio']:.2f} | "
-        line += f"{n['gflops']:.1f} | {n['infer_images_per_s']:,.0f} | {n['peak_rss_mb']:.0f} |"
+        line += f"{n['gflops']:.1f} | {n['infer_images_per_s']:,.0f} | "
+        if torch:
+            line += f"{r['torch']['infer_images_per_s']:,.0f} | "
+        line += f"{n['peak_rss_mb']:.0f} |"
         lines.append(line)
     if result.get("cold_start"):
         lines.append("")
