@@ -4,14 +4,13 @@
 each sample, max-subtracted). Backward passes are exact vector-Jacobian products
 (``neurons/kernels/activations.py``).
 """
-import enum
-
 import numpy as np
 
+from ._named import Named
 from .kernels import activations as _k
 
 
-class Activation(enum.Enum):
+class Activation(Named):
     LINEAR = _k.LINEAR
     SIGMOID = _k.SIGMOID
     TANH = _k.TANH
@@ -19,22 +18,10 @@ class Activation(enum.Enum):
     LEAKY_RELU = _k.LEAKY_RELU
     SOFTMAX = _k.SOFTMAX
 
-    def __str__(self):
-        return self.name.lower()
-
 
 def activation(value):
     """An ``Activation`` from a member or a name (``"relu"``, ``"LeakyReLU"``, ``"leaky_relu"``)."""
-    if isinstance(value, Activation):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"activation must be a name or neurons.activations.Activation, not {type(value).__name__}")
-    key = value.lower().replace("-", "").replace("_", "").replace(" ", "")
-    for member in Activation:
-        if member.name.lower().replace("_", "") == key:
-            return member
-    names = ", ".join(str(m) for m in Activation)
-    raise ValueError(f"unknown activation {value!r}; choose one of: {names}")
+    return Activation.parse(value, "activation")
 
 
 def forward(z, act):

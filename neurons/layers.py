@@ -151,8 +151,38 @@ class Dense(_Activated):
         return f"Dense({self.units}, {self._describe_tail()})"
 
 
+class _Window(_Activated):
+    """What convolution and deconvolution share; each gives its kernel layout (``_kernel_shape``),
+    output size (``_out``) and kernels (``_z``, ``_grads``)."""
+
+    def shapes(self, prev):
+        c, h, w = square(prev, f"a {self.kind}")
+        oh, ow = self._out(h, w)
+        if oh < 1 or ow < 1:
+            raise ValueError(
+                f"{self.kind} on input {(c, h, w)} with kernel {self.kernel}, stride {self.stride}, "
+                f"padding {self.padding}, dilation {self.dilation} gives an empty output {(self.filters, oh, ow)}")
+        return (c, h, w), (self.filters, oh, ow)
+
+    def init(self, in_shape, rng, dtype):
+        c = in_shape[0]
+        kh, kw = self.kernel
+        k = _uniform(rng, self._kernel_shape(c), c * kh * kw, self.filters * kh * kw, self.activation, dtype)
+        return (k, np.zeros(self.filters, dtype)) if self.bias else (k,)
+
+    def forward(self, params, x, train=False, seed=0, activate=True):
+        b = params[1] if self.bias else _empty(x.dtype)
+        return self._finish(x, self._z(x, params[0], b), train, seed, activate)
+
+    def backward(self, params, cache, dy, need_dx=True, activate=True):
+        x = cache[0]
+        dz = np.ascontiguousarray(self._unfinish(dy, cache, activate))
+        dx, dk, db = self._grads(dz, x, params[0], need_dx)
+        return (dx if need_dx else None), ((dk, db) if self.bias else (dk,))
+
+
 @dataclass(frozen=True)
-class Convolution(_Activated):
+class Convolution(_Window):
     """2-D cross-correlation with zero padding; K ``(filters, channels, kh, kw)``.
 
     ``H' = floor((H + 2p - d(k-1) - 1) / s) + 1``, the same for W.
@@ -186,32 +216,14 @@ class Convolution(_Activated):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
         return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
-    def shapes(self, prev):
-        c, h, w = square(prev, "a convolution")
-        oh, ow = self._out(h, w)
-        if oh < 1 or ow < 1:
-            raise ValueError(
-                f"convolution on input {(c, h, w)} with kernel {self.kernel}, stride {self.stride}, "
-                f"padding {self.padding}, dilation {self.dilation} gives an empty output {(self.filters, oh, ow)}")
-        return (c, h, w), (self.filters, oh, ow)
+    def _kernel_shape(self, c):
+        return (self.filters, c) + self.kernel
 
-    def init(self, in_shape, rng, dtype):
-        c = in_shape[0]
-        kh, kw = self.kernel
-        k = _uniform(rng, (self.filters, c, kh, kw), c * kh * kw, self.filters * kh * kw, self.activation, dtype)
-        return (k, np.zeros(self.filters, dtype)) if self.bias else (k,)
+    def _z(self, x, k, b):
+        return kconv.conv_forward(x, k, b, self.stride, self.padding, self.dilation)
 
-    def forward(self, params, x, train=False, seed=0, activate=True):
-        b = params[1] if self.bias else _empty(x.dtype)
-        z = kconv.conv_forward(x, params[0], b, self.stride, self.padding, self.dilation)
-        return self._finish(x, z, train, seed, activate)
-
-    def backward(self, params, cache, dy, need_dx=True, activate=True):
-        x = cache[0]
-        dz = np.ascontiguousarray(self._unfinish(dy, cache, activate))
-        dx, dk, db = kconv.conv_backward(dz, x, params[0], self.stride, self.padding, self.dilation, need_dx,
-                                         self.bias)
-        return (dx if need_dx else None), ((dk, db) if self.bias else (dk,))
+    def _grads(self, dz, x, k, need_dx):
+        return kconv.conv_backward(dz, x, k, self.stride, self.padding, self.dilation, need_dx, self.bias)
 
     def describe(self):
         return (f"Convolution({self.filters}, kernel {_fmt(self.kernel)}, stride {_fmt(self.stride)}, "
@@ -219,7 +231,7 @@ class Convolution(_Activated):
 
 
 @dataclass(frozen=True)
-class Deconvolution(_Activated):
+class Deconvolution(_Window):
     """Transposed convolution; K ``(channels, filters, kh, kw)`` as in PyTorch's ConvTranspose2d.
 
     ``H' = (H - 1) s - 2p + d(k-1) + 1 + output_padding``, the same for W.
@@ -246,34 +258,20 @@ class Deconvolution(_Activated):
                     f"dilation {self.dilation} along {axis}")
         object.__setattr__(self, "output_padding", op)
 
-    def shapes(self, prev):
-        c, h, w = square(prev, "a deconvolution")
+    def _out(self, h, w):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
-        oh = (h - 1) * sh - 2 * ph + dh * (kh - 1) + 1 + self.output_padding[0]
-        ow = (w - 1) * sw - 2 * pw + dw * (kw - 1) + 1 + self.output_padding[1]
-        if oh < 1 or ow < 1:
-            raise ValueError(
-                f"deconvolution on input {(c, h, w)} with kernel {self.kernel}, stride {self.stride}, "
-                f"padding {self.padding}, dilation {self.dilation} gives an empty output {(self.filters, oh, ow)}")
-        return (c, h, w), (self.filters, oh, ow)
+        return ((h - 1) * sh - 2 * ph + dh * (kh - 1) + 1 + self.output_padding[0],
+                (w - 1) * sw - 2 * pw + dw * (kw - 1) + 1 + self.output_padding[1])
 
-    def init(self, in_shape, rng, dtype):
-        c = in_shape[0]
-        kh, kw = self.kernel
-        k = _uniform(rng, (c, self.filters, kh, kw), c * kh * kw, self.filters * kh * kw, self.activation, dtype)
-        return (k, np.zeros(self.filters, dtype)) if self.bias else (k,)
+    def _kernel_shape(self, c):
+        return (c, self.filters) + self.kernel
 
-    def forward(self, params, x, train=False, seed=0, activate=True):
-        b = params[1] if self.bias else _empty(x.dtype)
-        z = kdeconv.deconv_forward(x, params[0], b, self.stride, self.padding, self.dilation, self.output_padding)
-        return self._finish(x, z, train, seed, activate)
+    def _z(self, x, k, b):
+        return kdeconv.deconv_forward(x, k, b, self.stride, self.padding, self.dilation, self.output_padding)
 
-    def backward(self, params, cache, dy, need_dx=True, activate=True):
-        x = cache[0]
-        dz = np.ascontiguousarray(self._unfinish(dy, cache, activate))
-        dx, dk, db = kdeconv.deconv_backward(dz, x, params[0], self.stride, self.padding, self.dilation,
-                                             self.output_padding, need_dx, self.bias)
-        return (dx if need_dx else None), ((dk, db) if self.bias else (dk,))
+    def _grads(self, dz, x, k, need_dx):
+        return kdeconv.deconv_backward(dz, x, k, self.stride, self.padding, self.dilation, self.output_padding,
+                                       need_dx, self.bias)
 
     def describe(self):
         extra = f", output padding {_fmt(self.output_padding)}" if any(self.output_padding) else ""

@@ -13,14 +13,13 @@ Per sample, with ``e = p - y``, ``F`` features and ``c(p) = clamp(p, 1e-7, 1 - 1
 ``kl_divergence``             ``Σ_{y>0} y (log y - log c(p))``
 ============================  =====================================================
 """
-import enum
-
 import numpy as np
 
+from ._named import Named
 from .kernels import objectives as _k
 
 
-class Objective(enum.Enum):
+class Objective(Named):
     AE = _k.AE
     MAE = _k.MAE
     MSE = _k.MSE
@@ -28,9 +27,6 @@ class Objective(enum.Enum):
     CROSS_ENTROPY = _k.CROSS_ENTROPY
     BINARY_CROSS_ENTROPY = _k.BINARY_CROSS_ENTROPY
     KL_DIVERGENCE = _k.KL_DIVERGENCE
-
-    def __str__(self):
-        return self.name.lower()
 
 
 _ALIASES = {"crossentropy": "CROSS_ENTROPY", "ce": "CROSS_ENTROPY",
@@ -40,18 +36,7 @@ _ALIASES = {"crossentropy": "CROSS_ENTROPY", "ce": "CROSS_ENTROPY",
 
 def objective(value):
     """An ``Objective`` from a member or a name (``"mse"``, ``"cross_entropy"``, ``"CrossEntropy"``)."""
-    if isinstance(value, Objective):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"objective must be a name or neurons.objectives.Objective, not {type(value).__name__}")
-    key = value.lower().replace("-", "").replace("_", "").replace(" ", "")
-    if key in _ALIASES:
-        return Objective[_ALIASES[key]]
-    for member in Objective:
-        if member.name.lower().replace("_", "") == key:
-            return member
-    names = ", ".join(str(m) for m in Objective)
-    raise ValueError(f"unknown objective {value!r}; choose one of: {names}")
+    return Objective.parse(value, "objective", _ALIASES)
 
 
 def loss_and_grad(p, y, obj, clip=None):

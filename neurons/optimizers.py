@@ -36,6 +36,11 @@ def _zeros(tree):
     return _rebuild(tree, iter([np.zeros_like(a) for a in _leaves(tree)]))
 
 
+def _nones(tree):
+    """A tree shaped like ``tree`` of shared empty arrays: state an option switched off."""
+    return _rebuild(tree, iter([_empty(a.dtype) for a in _leaves(tree)]))
+
+
 def _empty(dtype):
     key = np.dtype(dtype)
     if key not in _NONE:
@@ -113,7 +118,7 @@ class SGD(_SGDStep):
     _rules = {"lr": (0,), "decay": (0,)}
 
     def init(self, params):
-        return SGDState(0, _rebuild(params, iter([_empty(a.dtype) for a in _leaves(params)])))
+        return SGDState(0, _nones(params))
 
 
 @dataclass(frozen=True)
@@ -161,10 +166,6 @@ class Adam(_Optimizer):
 @dataclass(frozen=True)
 class AdamW(Adam):
     """Adam with decoupled weight decay: ``p *= 1 - lr·decay`` before the Adam step."""
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
     decay: float = 0.01
     _decoupled = True
 
@@ -196,7 +197,7 @@ class RMSprop(_Optimizer):
                              "zero, so every step would be lr·g/eps; use alpha > 0 or centered=False")
 
     def init(self, params):
-        none = _rebuild(params, iter([_empty(a.dtype) for a in _leaves(params)]))
+        none = _nones(params)
         return RMSpropState(0, _zeros(params), _zeros(params) if self.centered else none,
                             _zeros(params) if self.momentum > 0 else none)
 

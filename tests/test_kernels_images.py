@@ -128,9 +128,10 @@ def _fd(f, a, h=1e-6, count=8, seed=0):
     return out
 
 
+@pytest.mark.parametrize("filters", [3, 5])         # 5: stride 1 takes the one-pass GEMM backward
 @pytest.mark.parametrize("s, p, d", [(1, 1, 1), (2, 0, 1), (2, 1, 2), (3, 2, 1), (1, 2, 2)])
-def test_conv_layer_gradients_central_differences(s, p, d):
-    x, k, b = _case(2, np.float64, seed=4)
+def test_conv_layer_gradients_central_differences(s, p, d, filters):
+    x, k, b = _case(2, np.float64, seed=4, f=filters)
     st, pa, di = (s, s), (p, p), (d, d)
     dy = np.random.default_rng(5).normal(size=kc.conv_forward(x, k, b, st, pa, di).shape)
 
@@ -146,11 +147,12 @@ def test_conv_layer_gradients_central_differences(s, p, d):
     assert dx0 is None and db0 is None
 
 
+@pytest.mark.parametrize("channels", [3, 5])        # 5: stride 1 takes the GEMM primitives
 @pytest.mark.parametrize("s, p, d, op", [(1, 0, 1, 0), (2, 1, 1, 1), (2, 0, 2, 1), (3, 1, 1, 2), (1, 1, 2, 1)])
-def test_deconv_layer_gradients_central_differences(s, p, d, op):
+def test_deconv_layer_gradients_central_differences(s, p, d, op, channels):
     rng = np.random.default_rng(6)
-    x = rng.normal(size=(2, 3, 4, 5))
-    k = rng.normal(size=(3, 2, 3, 2))
+    x = rng.normal(size=(2, channels, 4, 5))
+    k = rng.normal(size=(channels, 2, 3, 2))
     b = rng.normal(size=2)
     args = ((s, s), (p, p), (d, d), (op, op))
     dy = rng.normal(size=kd.deconv_forward(x, k, b, *args).shape)

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _common import arguments, images, neurons, run  # noqa: E402
 
 
-def network(data_set="mnist"):
+def network():
     return (neurons.Network((1, 28, 28))
             .convolution(8, 3, padding=1, activation="relu")
             .convolution(8, 3, padding=1, activation="relu")

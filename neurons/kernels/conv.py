@@ -340,6 +340,19 @@ def _im2col_flat(plane_s, kh, kw, wp, dilation, length, cols):
                     dst[t] = src[t]
 
 
+@jit
+def _col2im_flat(cols, plane_s, kh, kw, wp, dilation, length):
+    """The adjoint of ``_im2col_flat``: add each row of cols back onto its tap's slice."""
+    dh, dw = dilation
+    for ch in range(plane_s.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                dst = plane_s[ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+                src = cols[(ch * kh + i) * kw + j]
+                for t in range(length):
+                    dst[t] += src[t]
+
+
 @pjit
 def _correlate_gemm_flat(x, k, padding, dilation, oh, ow):
     n, c, h, w = x.shape
@@ -349,16 +362,20 @@ def _correlate_gemm_flat(x, k, padding, dilation, oh, ow):
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     y = np.empty((n, f, oh, ow), x.dtype)
-    for s in prange(n):
-        cols = np.empty((c * kh * kw, length), x.dtype)
-        _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
-        out = np.dot(k2, cols)
-        for q in range(f):
-            for a in range(oh):
-                src = out[q, a * wp:a * wp + ow]
-                dst = y[s, q, a]
-                for b in range(ow):
-                    dst[b] = src[b]
+    blocks = min(BLOCKS, n)
+    size = (n + blocks - 1) // blocks
+    for blk in prange(blocks):
+        cols = np.empty((c * kh * kw, length), x.dtype)         # buffers per block, not per sample
+        out = np.empty((f, length), x.dtype)
+        for s in range(blk * size, min(n, (blk + 1) * size)):
+            _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
+            np.dot(k2, cols, out)
+            for q in range(f):
+                for a in range(oh):
+                    src = out[q, a * wp:a * wp + ow]
+                    dst = y[s, q, a]
+                    for b in range(ow):
+                        dst[b] = src[b]
     return y
 
 
@@ -366,44 +383,25 @@ def _correlate_gemm_flat(x, k, padding, dilation, oh, ow):
 def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
     n, f, oh, ow = dy.shape
     _, c, kh, kw = k.shape
-    dh, dw = dilation
     wp = w + 2 * padding[1]
     length = oh * wp
     k2t = np.ascontiguousarray(k.reshape(f, c * kh * kw).T)
     dyw = widen(dy, wp)
-    dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dw * (kw - 1) + 1), dy.dtype)
-    for s in prange(n):
-        cols = np.dot(k2t, dyw[s])
-        for ch in range(c):
-            for i in range(kh):
-                for j in range(kw):
-                    dst = dxp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
-                    src = cols[(ch * kh + i) * kw + j]
-                    for t in range(length):
-                        dst[t] += src[t]
+    dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
+    blocks = min(BLOCKS, n)
+    size = (n + blocks - 1) // blocks
+    for blk in prange(blocks):
+        cols = np.empty((c * kh * kw, length), dy.dtype)
+        for s in range(blk * size, min(n, (blk + 1) * size)):
+            np.dot(k2t, dyw[s], cols)
+            _col2im_flat(cols, dxp[s], kh, kw, wp, dilation, length)
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
-@pjit
 def _weight_grad_gemm_flat(dy, x, padding, dilation, kh, kw):
-    n, f, oh, ow = dy.shape
-    _, c, h, w = x.shape
-    wp = w + 2 * padding[1]
-    length = oh * wp
-    xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
-    dyw = widen(dy, wp)
-    blocks = min(BLOCKS, n)
-    size = (n + blocks - 1) // blocks
-    partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
-    for blk in prange(blocks):
-        cols = np.empty((c * kh * kw, length), x.dtype)
-        for s in range(blk * size, min(n, (blk + 1) * size)):
-            _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
-            partial[blk] += np.dot(dyw[s], cols.T)
-    dk = partial[0].copy()
-    for blk in range(1, blocks):
-        dk += partial[blk]
-    return dk.reshape(f, c, kh, kw)
+    """dk alone: the one-pass backward without dx (its kernel argument only gives the shape)."""
+    k = np.zeros((dy.shape[1], x.shape[1], kh, kw), dy.dtype)
+    return _backward_gemm_flat(dy, x, k, padding, dilation, False)[1]
 
 
 @jit
@@ -411,10 +409,11 @@ def _backward_block(dy, xp, k2t, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk,
     """``_backward_gemm_flat`` for samples lo..hi-1, adding into this block's dk and db. A serial
     function of its own: inside the ``prange`` body the same code took twice as long to compile."""
     n, f, oh, ow = dy.shape
-    c = xp.shape[1]
-    dh, dw = dilation
     length = oh * wp
-    cols = np.empty((c * kh * kw, length), dy.dtype)
+    ckk = xp.shape[1] * kh * kw
+    cols = np.empty((ckk, length), dy.dtype)
+    dcols = np.empty((ckk, length), dy.dtype)
+    dk_s = np.empty((f, ckk), dy.dtype)
     dyw = np.zeros((f, length), dy.dtype)        # the columns past ow stay zero
     for s in range(lo, hi):
         for q in range(f):
@@ -427,16 +426,11 @@ def _backward_block(dy, xp, k2t, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk,
                     acc += src[b]
             db[q] += acc
         _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
-        dk += np.dot(dyw, cols.T)
+        np.dot(dyw, cols.T, dk_s)
+        dk += dk_s
         if need_dx:
-            dcols = np.dot(k2t, dyw)
-            for ch in range(c):
-                for i in range(kh):
-                    for j in range(kw):
-                        dst = dxp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
-                        src = dcols[(ch * kh + i) * kw + j]
-                        for t in range(length):
-                            dst[t] += src[t]
+            np.dot(k2t, dyw, dcols)
+            _col2im_flat(dcols, dxp[s], kh, kw, wp, dilation, length)
 
 
 @pjit
@@ -449,11 +443,8 @@ def _backward_gemm_flat(dy, x, k, padding, dilation, need_dx):
     n, f, oh, ow = dy.shape
     _, c, h, w = x.shape
     kh, kw = k.shape[2], k.shape[3]
-    dw = dilation[1]
     wp = w + 2 * padding[1]
-    length = oh * wp
-    tail = dw * (kw - 1) + 1
-    xp = pad(x, padding[0], padding[1], tail)
+    xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     k2t = np.ascontiguousarray(k.reshape(f, c * kh * kw).T)
     dxp = np.zeros((n if need_dx else 0, c, xp.shape[2]), dy.dtype)
     blocks = min(BLOCKS, n)
