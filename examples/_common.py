@@ -63,3 +63,16 @@ def plot(trained, args, script):
         print(f"plot saved to {path}")
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'neurons[plot]')")
+
+
+def two_conv_cnn():
+    """The CNN the skip and looping examples connect differently: conv 8x3x3 relu -> conv 8x3x3
+    relu -> maxpool 2 -> dense 100 relu -> dense 10 softmax; Adam, cross-entropy."""
+    return (neurons.Network((1, 28, 28))
+            .convolution(8, 3, padding=1, activation="relu")
+            .convolution(8, 3, padding=1, activation="relu")
+            .maxpool(2)
+            .dense(100, "relu")
+            .dense(10, "softmax")
+            .set_optimizer(neurons.optimizers.Adam(lr=1e-3))
+            .set_objective("cross_entropy"))

@@ -151,9 +151,33 @@ class Dense(_Activated):
         return f"Dense({self.units}, {self._describe_tail()})"
 
 
+@dataclass(frozen=True)
 class _Window(_Activated):
-    """What convolution and deconvolution share; each gives its kernel layout (``_kernel_shape``),
-    output size (``_out``) and kernels (``_z``, ``_grads``)."""
+    """What convolution and deconvolution share: the fields and their checks, shapes, init and
+    the layer's passes; each gives its kernel layout (``_kernel_shape``), output size (``_out``)
+    and kernels (``_z``, ``_grads``)."""
+    filters: int
+    kernel: tuple = (3, 3)
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    dilation: tuple = (1, 1)
+    activation: Activation = Activation.LINEAR
+    bias: bool = False
+    dropout: float | None = None
+
+    def __post_init__(self):
+        if isinstance(self.filters, bool) or not isinstance(self.filters, (int, np.integer)):
+            raise TypeError(f"filters must be an int, not {self.filters!r}")
+        if self.filters < 1:
+            raise ValueError(f"filters must be >= 1, got {self.filters}")
+        object.__setattr__(self, "filters", int(self.filters))
+        object.__setattr__(self, "kernel", _pair(self.kernel, "kernel", 1))
+        object.__setattr__(self, "stride", _pair(self.stride, "stride", 1))
+        object.__setattr__(self, "padding", _pair(self.padding, "padding", 0))
+        object.__setattr__(self, "dilation", _pair(self.dilation, "dilation", 1))
+        object.__setattr__(self, "activation", _activation(self.activation))
+        object.__setattr__(self, "bias", bool(self.bias))
+        object.__setattr__(self, "dropout", _dropout(self.dropout))
 
     def shapes(self, prev):
         c, h, w = square(prev, f"a {self.kind}")
@@ -187,30 +211,7 @@ class Convolution(_Window):
 
     ``H' = floor((H + 2p - d(k-1) - 1) / s) + 1``, the same for W.
     """
-    filters: int
-    kernel: tuple = (3, 3)
-    stride: tuple = (1, 1)
-    padding: tuple = (0, 0)
-    dilation: tuple = (1, 1)
-    activation: Activation = Activation.LINEAR
-    bias: bool = False
-    dropout: float | None = None
-
     kind = "convolution"
-
-    def __post_init__(self):
-        if isinstance(self.filters, bool) or not isinstance(self.filters, (int, np.integer)):
-            raise TypeError(f"filters must be an int, not {self.filters!r}")
-        if self.filters < 1:
-            raise ValueError(f"filters must be >= 1, got {self.filters}")
-        object.__setattr__(self, "filters", int(self.filters))
-        object.__setattr__(self, "kernel", _pair(self.kernel, "kernel", 1))
-        object.__setattr__(self, "stride", _pair(self.stride, "stride", 1))
-        object.__setattr__(self, "padding", _pair(self.padding, "padding", 0))
-        object.__setattr__(self, "dilation", _pair(self.dilation, "dilation", 1))
-        object.__setattr__(self, "activation", _activation(self.activation))
-        object.__setattr__(self, "bias", bool(self.bias))
-        object.__setattr__(self, "dropout", _dropout(self.dropout))
 
     def _out(self, h, w):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
@@ -236,20 +237,12 @@ class Deconvolution(_Window):
 
     ``H' = (H - 1) s - 2p + d(k-1) + 1 + output_padding``, the same for W.
     """
-    filters: int
-    kernel: tuple = (3, 3)
-    stride: tuple = (1, 1)
-    padding: tuple = (0, 0)
-    dilation: tuple = (1, 1)
-    activation: Activation = Activation.LINEAR
-    bias: bool = False
-    dropout: float | None = None
     output_padding: tuple = (0, 0)
 
     kind = "deconvolution"
 
     def __post_init__(self):
-        Convolution.__post_init__(self)
+        super().__post_init__()
         op = _pair(self.output_padding, "output_padding", 0)
         for i, axis in enumerate("hw"):
             if op[i] >= max(self.stride[i], self.dilation[i]):

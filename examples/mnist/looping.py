@@ -10,19 +10,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import arguments, images, neurons, run  # noqa: E402
+from _common import arguments, images, run, two_conv_cnn  # noqa: E402
 
 
 def network():
-    return (neurons.Network((1, 28, 28))
-            .convolution(8, 3, padding=1, activation="relu")
-            .convolution(8, 3, padding=1, activation="relu")
-            .maxpool(2)
-            .dense(100, "relu")
-            .dense(10, "softmax")
-            .loopback(1, 1, 2)
-            .set_optimizer(neurons.optimizers.Adam(lr=1e-3))
-            .set_objective("cross_entropy"))
+    return two_conv_cnn().loopback(1, 1, 2)
 
 
 if __name__ == "__main__":
