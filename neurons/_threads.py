@@ -7,8 +7,8 @@ step). The controller is built once; entering the limit is then a couple of C ca
 The first use also asks glibc to keep freed memory for reuse (``keep_heap``): a training step
 allocates and frees the same few-megabyte arrays every batch, and by default glibc serves those
 with fresh ``mmap`` pages and returns them on ``free``, so every step paid the page faults again
-(quickstart step 1.23 -> 0.63 ms, lenet 13.2 -> 10.8 ms, measured). The process then keeps its
-peak heap. ``NEURONS_KEEP_HEAP=0`` turns this off.
+(lenet step 12.8 -> 10.0 ms; quickstart, whose arrays are small, 0.63 -> 0.61 ms: medians of
+8 processes each). The process then keeps its peak heap. ``NEURONS_KEEP_HEAP=0`` turns this off.
 """
 import contextlib
 import ctypes
