@@ -18,6 +18,7 @@ from numba import prange
 from numba.core import config
 
 from ._config import jit, pjit
+from .blas import gemm
 
 # one block per configured thread for reductions over the batch: a compile-time constant, so the
 # summation order, and so the bits, do not depend on the thread count used at run time
@@ -281,10 +282,13 @@ def _correlate_gemm(x, k, stride, padding, dilation, oh, ow):
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     y = np.empty((n, f, oh, ow), x.dtype)
-    for s in prange(n):
+    blocks = min(BLOCKS, n)
+    size = (n + blocks - 1) // blocks
+    for blk in prange(blocks):
         cols = np.empty((c * kh * kw, oh * ow), x.dtype)
-        _im2col(xp[s], kh, kw, wp, stride, dilation, oh, ow, cols)
-        y[s] = np.dot(k2, cols).reshape(f, oh, ow)
+        for s in range(blk * size, min(n, (blk + 1) * size)):
+            _im2col(xp[s], kh, kw, wp, stride, dilation, oh, ow, cols)
+            gemm(False, False, 1.0, k2, cols, 0.0, y[s].reshape(f, oh * ow))
     return y
 
 
@@ -293,11 +297,15 @@ def _scatter_gemm(dy, k, stride, padding, dilation, h, w):
     n, f, oh, ow = dy.shape
     _, c, kh, kw = k.shape
     wp = w + 2 * padding[1]
-    k2t = np.ascontiguousarray(k.reshape(f, c * kh * kw).T)
+    k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
-    for s in prange(n):
-        cols = np.dot(k2t, np.ascontiguousarray(dy[s].reshape(f, oh * ow)))
-        _col2im(cols, dxp[s], kh, kw, wp, stride, dilation, oh, ow)
+    blocks = min(BLOCKS, n)
+    size = (n + blocks - 1) // blocks
+    for blk in prange(blocks):
+        cols = np.empty((c * kh * kw, oh * ow), dy.dtype)
+        for s in range(blk * size, min(n, (blk + 1) * size)):
+            gemm(True, False, 1.0, k2, dy[s].reshape(f, oh * ow), 0.0, cols)
+            _col2im(cols, dxp[s], kh, kw, wp, stride, dilation, oh, ow)
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
@@ -314,7 +322,7 @@ def _weight_grad_gemm(dy, x, stride, padding, dilation, kh, kw):
         cols = np.empty((c * kh * kw, oh * ow), x.dtype)
         for s in range(blk * size, min(n, (blk + 1) * size)):
             _im2col(xp[s], kh, kw, wp, stride, dilation, oh, ow, cols)
-            partial[blk] += np.dot(np.ascontiguousarray(dy[s].reshape(f, oh * ow)), cols.T)
+            gemm(False, True, 1.0, dy[s].reshape(f, oh * ow), cols, 1.0, partial[blk])
     # a serial sum of the per-block partials, in block order
     dk = partial[0].copy()
     for blk in range(1, blocks):
@@ -369,7 +377,7 @@ def _correlate_gemm_flat(x, k, padding, dilation, oh, ow):
         out = np.empty((f, length), x.dtype)
         for s in range(blk * size, min(n, (blk + 1) * size)):
             _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
-            np.dot(k2, cols, out)
+            gemm(False, False, 1.0, k2, cols, 0.0, out)
             for q in range(f):
                 for a in range(oh):
                     src = out[q, a * wp:a * wp + ow]
@@ -385,7 +393,7 @@ def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
     _, c, kh, kw = k.shape
     wp = w + 2 * padding[1]
     length = oh * wp
-    k2t = np.ascontiguousarray(k.reshape(f, c * kh * kw).T)
+    k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     dyw = widen(dy, wp)
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
     blocks = min(BLOCKS, n)
@@ -393,7 +401,7 @@ def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
     for blk in prange(blocks):
         cols = np.empty((c * kh * kw, length), dy.dtype)
         for s in range(blk * size, min(n, (blk + 1) * size)):
-            np.dot(k2t, dyw[s], cols)
+            gemm(True, False, 1.0, k2, dyw[s], 0.0, cols)
             _col2im_flat(cols, dxp[s], kh, kw, wp, dilation, length)
     return unpad(dxp, h, w, padding[0], padding[1])
 
@@ -405,7 +413,7 @@ def _weight_grad_gemm_flat(dy, x, padding, dilation, kh, kw):
 
 
 @jit
-def _backward_block(dy, xp, k2t, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk, db):
+def _backward_block(dy, xp, k2, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk, db):
     """``_backward_gemm_flat`` for samples lo..hi-1, adding into this block's dk and db. A serial
     function of its own: inside the ``prange`` body the same code took twice as long to compile."""
     n, f, oh, ow = dy.shape
@@ -413,7 +421,6 @@ def _backward_block(dy, xp, k2t, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk,
     ckk = xp.shape[1] * kh * kw
     cols = np.empty((ckk, length), dy.dtype)
     dcols = np.empty((ckk, length), dy.dtype)
-    dk_s = np.empty((f, ckk), dy.dtype)
     dyw = np.zeros((f, length), dy.dtype)        # the columns past ow stay zero
     for s in range(lo, hi):
         for q in range(f):
@@ -426,10 +433,9 @@ def _backward_block(dy, xp, k2t, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk,
                     acc += src[b]
             db[q] += acc
         _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
-        np.dot(dyw, cols.T, dk_s)
-        dk += dk_s
+        gemm(False, True, 1.0, dyw, cols, 1.0, dk)
         if need_dx:
-            np.dot(k2t, dyw, dcols)
+            gemm(True, False, 1.0, k2, dyw, 0.0, dcols)
             _col2im_flat(dcols, dxp[s], kh, kw, wp, dilation, length)
 
 
@@ -445,14 +451,14 @@ def _backward_gemm_flat(dy, x, k, padding, dilation, need_dx):
     kh, kw = k.shape[2], k.shape[3]
     wp = w + 2 * padding[1]
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
-    k2t = np.ascontiguousarray(k.reshape(f, c * kh * kw).T)
+    k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     dxp = np.zeros((n if need_dx else 0, c, xp.shape[2]), dy.dtype)
     blocks = min(BLOCKS, n)
     size = (n + blocks - 1) // blocks
     partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
     for blk in prange(blocks):
-        _backward_block(dy, xp, k2t, blk * size, min(n, (blk + 1) * size), kh, kw, wp, dilation, need_dx,
+        _backward_block(dy, xp, k2, blk * size, min(n, (blk + 1) * size), kh, kw, wp, dilation, need_dx,
                         dxp, partial[blk], partial_db[blk])
     dk, db = partial[0].copy(), partial_db[0].copy()
     for blk in range(1, blocks):
@@ -483,6 +489,9 @@ _weight_grad_gemm_any = _by_stride(_weight_grad_gemm_flat, _weight_grad_gemm)
 # Plain Python on purpose: the choice of strategy is made here, so that only the variant a
 # shape needs is ever compiled (each parallel variant costs seconds of compilation).
 
+_c = np.ascontiguousarray      # every kernel below takes C-contiguous arrays (a no-op for those)
+
+
 def _strategy(c, kh, kw, f, stride):
     """True for im2col + GEMM. Stride 1 (the padded-width form): GEMM from 4 filters or a reduction
     of 64 (direct loops win only for 1-3 filters over few channels; measured at batch 32)."""
@@ -495,21 +504,21 @@ def correlate(x, k, stride, padding, dilation, oh, ow):
     """``y`` (N, F, oh, ow) from x (N, C, H, W) and k (F, C, kh, kw); see the module docstring."""
     f, c, kh, kw = k.shape
     impl = _correlate_gemm_any if _strategy(c, kh, kw, f, stride) else _correlate_direct
-    return impl(x, k, stride, padding, dilation, oh, ow)
+    return impl(_c(x), _c(k), stride, padding, dilation, oh, ow)
 
 
 def scatter(dy, k, stride, padding, dilation, h, w):
     """The adjoint of ``correlate`` in x: dy (N, F, oh, ow), k (F, C, kh, kw) -> (N, C, h, w)."""
     f, c, kh, kw = k.shape
     impl = _scatter_gemm_any if _strategy(c, kh, kw, f, stride) else _scatter_direct
-    return impl(dy, k, stride, padding, dilation, h, w)
+    return impl(_c(dy), _c(k), stride, padding, dilation, h, w)
 
 
 def weight_grad(dy, x, stride, padding, dilation, kh, kw):
     """The gradient of ``correlate`` in k: dy (N, F, oh, ow), x (N, C, H, W) -> (F, C, kh, kw)."""
     f, c = dy.shape[1], x.shape[1]
     impl = _weight_grad_gemm_any if _strategy(c, kh, kw, f, stride) else _weight_grad_direct
-    return impl(dy, x, stride, padding, dilation, kh, kw)
+    return impl(_c(dy), _c(x), stride, padding, dilation, kh, kw)
 
 
 @pjit
@@ -564,7 +573,7 @@ def conv_backward(dy, x, k, stride, padding, dilation, need_dx, need_db=True):
     """Gradients of ``conv_forward``: ``(dx, dk, db)``; dx (db) is None unless ``need_dx`` (``need_db``)."""
     f, c, kh, kw = k.shape
     if stride[0] == 1 and stride[1] == 1 and _strategy(c, kh, kw, f, stride):
-        dx, dk, db = _backward_gemm_flat(dy, x, k, padding, dilation, need_dx)
+        dx, dk, db = _backward_gemm_flat(_c(dy), _c(x), _c(k), padding, dilation, need_dx)
         return (dx if need_dx else None), dk, (db if need_db else None)
     db = channel_sum(dy) if need_db else None
     dk = weight_grad(dy, x, stride, padding, dilation, kh, kw)

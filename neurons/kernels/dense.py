@@ -1,16 +1,16 @@
 """Dense layer: ``z = x @ W.T + b``.
 
-The products are BLAS calls. The caller holds BLAS to one thread while kernels run (see
-``neurons/_threads.py``); to use every core, large products are split into one block of rows
-per Numba thread, each block a single-threaded GEMM that owns its slice of the output. The
-split kernel takes C-contiguous operands only, so it compiles once per dtype (a GEMM inside a
-``prange`` costs seconds of compilation); the choice is made in Python.
+The products are BLAS GEMMs (``blas.gemm``, transposes as flags, no copies). The caller holds
+BLAS to one thread while kernels run (see ``neurons/_threads.py``); to use every core, large
+products are split into one block of output columns per Numba thread, each block a
+single-threaded GEMM that owns its slice of the output. Small products run as one GEMM.
 """
 import numpy as np
 from numba import prange
 from numba.core import config
 
 from ._config import jit, pjit
+from .blas import gemm
 
 # below this many multiply-adds one GEMM call beats splitting it over threads
 SPLIT = 200_000
@@ -19,51 +19,78 @@ SPLIT = 200_000
 BLOCKS = config.NUMBA_NUM_THREADS
 
 
-@pjit
-def gemm_rows(a, b):
-    """``a @ b`` for C-contiguous a (M, K) and b (K, N), the rows of ``a`` split over threads."""
-    m = a.shape[0]
-    out = np.empty((m, b.shape[1]), a.dtype)
-    count = min(BLOCKS, m)
-    size = (m + count - 1) // count
-    for c in prange(count):
-        lo, hi = c * size, min(m, (c + 1) * size)
+@jit
+def _span(c, count, size):
+    """Block ``c`` of ``count`` over ``size`` items: (lo, hi)."""
+    step = (size + count - 1) // count
+    return min(size, c * step), min(size, (c + 1) * step)
+
+
+@jit
+def _forward_block(x, w, b, z, lo, hi):
+    """Units lo..hi-1 of ``z``."""
+    if lo < hi:
+        zb = z[:, lo:hi]
+        gemm(False, True, 1.0, x, w[lo:hi], 0.0, zb)
+        if b.shape[0] > 0:
+            for i in range(z.shape[0]):
+                row = zb[i]
+                for j in range(hi - lo):
+                    row[j] += b[lo + j]
+
+
+@jit
+def _backward_block(dz, x, w, need_dx, dx, dw, db, c, count):
+    """Block ``c`` of ``count``: dw and db for its units, dx for its input columns."""
+    lo, hi = _span(c, count, dz.shape[1])
+    if lo < hi:
+        gemm(True, False, 1.0, dz[:, lo:hi], x, 0.0, dw[lo:hi])
+        for j in range(lo, hi):
+            db[j] = 0.0
+        for i in range(dz.shape[0]):
+            row = dz[i]
+            for j in range(lo, hi):
+                db[j] += row[j]
+    if need_dx:
+        lo, hi = _span(c, count, x.shape[1])
         if lo < hi:
-            out[lo:hi] = np.dot(a[lo:hi], b)
-    return out
+            gemm(False, False, 1.0, dz, w[:, lo:hi], 0.0, dx[:, lo:hi])
 
 
 @jit
 def _forward(x, w, b):
-    z = np.dot(x, w.T)
-    if b.shape[0] > 0:
-        for i in range(z.shape[0]):
-            for j in range(z.shape[1]):
-                z[i, j] += b[j]
+    z = np.empty((x.shape[0], w.shape[0]), x.dtype)
+    _forward_block(x, w, b, z, 0, w.shape[0])
+    return z
+
+
+@pjit
+def _forward_split(x, w, b):
+    z = np.empty((x.shape[0], w.shape[0]), x.dtype)
+    count = min(BLOCKS, w.shape[0])
+    for c in prange(count):
+        lo, hi = _span(c, count, w.shape[0])
+        _forward_block(x, w, b, z, lo, hi)
     return z
 
 
 @jit
-def _bias_rows(zt, b):
-    """``zt`` (units, N) transposed to (N, units) with the bias added."""
-    units, n = zt.shape
-    z = np.empty((n, units), zt.dtype)
-    for j in range(units):
-        v = b[j] if b.shape[0] > 0 else zt.dtype.type(0.0)
-        for i in range(n):
-            z[i, j] = zt[j, i] + v
-    return z
+def _backward(dz, x, w, need_dx):
+    dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
+    dw = np.empty(w.shape, x.dtype)
+    db = np.empty(w.shape[0], x.dtype)
+    _backward_block(dz, x, w, need_dx, dx, dw, db, 0, 1)
+    return dx, dw, db
 
 
-@jit
-def _row_sums(a):
-    out = np.empty(a.shape[0], a.dtype)
-    for j in range(a.shape[0]):
-        s = a.dtype.type(0.0)
-        for i in range(a.shape[1]):
-            s += a[j, i]
-        out[j] = s
-    return out
+@pjit
+def _backward_split(dz, x, w, need_dx):
+    dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
+    dw = np.empty(w.shape, x.dtype)
+    db = np.empty(w.shape[0], x.dtype)
+    for c in prange(BLOCKS):
+        _backward_block(dz, x, w, need_dx, dx, dw, db, c, BLOCKS)
+    return dx, dw, db
 
 
 def _split(n, units, fan_in):
@@ -72,9 +99,8 @@ def _split(n, units, fan_in):
 
 def dense_forward(x, w, b):
     """x (N, in), w (units, in), b (units,) or (0,) for no bias -> z (N, units)."""
-    if _split(x.shape[0], w.shape[0], x.shape[1]):
-        return _bias_rows(gemm_rows(w, np.ascontiguousarray(x.T)), b)
-    return _forward(x, w, b)
+    split = _split(x.shape[0], w.shape[0], x.shape[1])
+    return (_forward_split if split else _forward)(np.ascontiguousarray(x), np.ascontiguousarray(w), b)
 
 
 def dense_backward(dz, x, w, need_dx):
@@ -82,11 +108,7 @@ def dense_backward(dz, x, w, need_dx):
 
     Returns ``(dx, dw, db)``: dx (N, in) (None unless ``need_dx``), dw (units, in), db (units,).
     """
-    dzt = np.ascontiguousarray(dz.T)
     split = _split(dz.shape[0], dz.shape[1], x.shape[1])
-    dw = gemm_rows(dzt, x) if split else dzt @ x
-    db = _row_sums(dzt)
-    dx = None
-    if need_dx:
-        dx = np.ascontiguousarray(gemm_rows(np.ascontiguousarray(w.T), dzt).T) if split else dz @ w
-    return dx, dw, db
+    c = np.ascontiguousarray
+    dx, dw, db = (_backward_split if split else _backward)(c(dz), c(x), c(w), need_dx)
+    return (dx if need_dx else None), dw, db

@@ -1,0 +1,66 @@
+"""GEMM straight from the BLAS that SciPy ships, callable inside kernels.
+
+``gemm(ta, tb, alpha, a, b, beta, c)`` sets ``c = alpha · op(a) @ op(b) + beta · c`` where
+``op`` transposes when its flag is true. Operands are 2-D row-major views whose rows are
+contiguous (any row stride): a column block ``c[:, lo:hi]`` of a C-contiguous array is a valid
+output, so a product can be split over threads without copies, and ``beta = 1`` accumulates.
+
+Why not ``np.dot``: each ``np.dot`` site in a ``prange`` kernel cost seconds of compilation
+(the dense split kernel 7 s, the one-pass convolution backward 7 s; this whole module compiles
+in under one), it needs contiguous or freshly copied transposes, and it cannot accumulate.
+The BLAS routines are reached through symbols registered with LLVM at import, not through
+addresses baked into the code, so kernels that call them still go into the on-disk cache.
+BLAS threads are the caller's business (see ``neurons/_threads.py``).
+"""
+import llvmlite.binding as ll
+import numpy as np
+from numba import types
+from numba.extending import get_cython_function_address
+
+from ._config import jit
+
+for _name in ("sgemm", "dgemm"):
+    ll.add_symbol("neurons_" + _name, get_cython_function_address("scipy.linalg.cython_blas", _name))
+
+_ptr = types.voidptr
+_signature = types.void(*([_ptr] * 13))      # Fortran: every argument by reference
+_sgemm = types.ExternalFunction("neurons_sgemm", _signature)
+_dgemm = types.ExternalFunction("neurons_dgemm", _signature)
+
+
+@jit
+def _ld(a):
+    """The leading dimension of a row-major view (its row stride in elements)."""
+    if a.size == 0:
+        return max(1, a.shape[1])
+    if a.shape[1] > 1 and a.strides[1] != a.itemsize:
+        raise ValueError("gemm: rows must be contiguous")
+    return max(1, a.strides[0] // a.itemsize, a.shape[1])
+
+
+@jit
+def gemm(ta, tb, alpha, a, b, beta, c):
+    """``c = alpha · op(a) @ op(b) + beta · c`` (see the module docstring); shapes must agree."""
+    m, n = c.shape
+    k = a.shape[0] if ta else a.shape[1]
+    if (a.shape[1] if ta else a.shape[0]) != m or (b.shape[0] if tb else b.shape[1]) != n \
+            or (b.shape[1] if tb else b.shape[0]) != k or a.itemsize != c.itemsize or b.itemsize != c.itemsize:
+        raise ValueError("gemm: operands do not match")
+    if m == 0 or n == 0:
+        return
+    # row-major c is column-major c^T = op(b)^T op(a)^T: swap the operands, keep the flags
+    ints = np.empty(6, np.int32)
+    ints[0], ints[1], ints[2] = n, m, k
+    ints[3], ints[4], ints[5] = _ld(b), _ld(a), _ld(c)
+    flags = np.empty(2, np.uint8)
+    flags[0] = 84 if tb else 78                 # 'T' / 'N'
+    flags[1] = 84 if ta else 78
+    scalars = np.empty(2, c.dtype)
+    scalars[0], scalars[1] = alpha, beta
+    args = (flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes,
+            scalars[0:].ctypes, b.ctypes, ints[3:].ctypes, a.ctypes, ints[4:].ctypes, scalars[1:].ctypes,
+            c.ctypes, ints[5:].ctypes)
+    if c.itemsize == 4:
+        _sgemm(*args)
+    else:
+        _dgemm(*args)

@@ -1,0 +1,41 @@
+"""``blas.gemm`` against NumPy: every transpose, both dtypes, strided blocks, accumulation."""
+import numpy as np
+import pytest
+
+from neurons.kernels.blas import gemm
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta", [False, True])
+@pytest.mark.parametrize("tb", [False, True])
+def test_gemm_matches_numpy_on_column_blocks(dtype, ta, tb):
+    rng = np.random.default_rng(0)
+    m, n, k = 5, 7, 3
+    big_a = rng.normal(size=(k, m + 2) if ta else (m, k + 2)).astype(dtype)
+    a = big_a[:, 1:1 + m] if ta else big_a[:, 1:1 + k]           # strided views: rows not adjacent
+    b = rng.normal(size=(n, k) if tb else (k, n)).astype(dtype)
+    big_c = rng.normal(size=(m, n + 4)).astype(dtype)
+    c = big_c[:, 2:2 + n]
+    before = big_c.copy()
+    gemm(ta, tb, 2.0, a, b, 0.5, c)
+    want = 2.0 * ((a.T if ta else a).astype(float) @ (b.T if tb else b).astype(float)) + 0.5 * before[:, 2:2 + n]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
+    # the columns outside the block are untouched
+    np.testing.assert_array_equal(big_c[:, :2], before[:, :2])
+    np.testing.assert_array_equal(big_c[:, 2 + n:], before[:, 2 + n:])
+
+
+def test_gemm_with_an_empty_reduction_scales_c():
+    c = np.ones((2, 3))
+    gemm(False, False, 1.0, np.empty((2, 0)), np.empty((0, 3)), 0.0, c)
+    np.testing.assert_array_equal(c, 0.0)
+
+
+def test_gemm_rejects_mismatched_shapes_and_dtypes():
+    with pytest.raises(ValueError, match="do not match"):
+        gemm(False, False, 1.0, np.ones((2, 3)), np.ones((4, 2)), 0.0, np.ones((2, 2)))
+    with pytest.raises(ValueError, match="do not match"):
+        gemm(False, False, 1.0, np.ones((2, 3), np.float32), np.ones((3, 2)), 0.0, np.ones((2, 2)))
+    with pytest.raises(ValueError, match="contiguous"):
+        gemm(False, False, 1.0, np.ones((3, 2)).T, np.ones((3, 2)), 0.0, np.ones((2, 2)))
