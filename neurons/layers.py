@@ -194,14 +194,22 @@ class _Window(_Activated):
         k = _uniform(rng, self._kernel_shape(c), c * kh * kw, self.filters * kh * kw, self.activation, dtype)
         return (k, np.zeros(self.filters, dtype)) if self.bias else (k,)
 
+    _fuses_relu = False         # whether the kernels take the ReLU (see ``Convolution``)
+
+    def _relu_in_kernel(self, activate):
+        return activate and self._fuses_relu and self.activation is Activation.RELU
+
     def forward(self, params, x, train=False, seed=0, activate=True):
         b = params[1] if self.bias else _empty(x.dtype)
-        return self._finish(x, self._z(x, params[0], b), train, seed, activate)
+        fused = self._relu_in_kernel(activate)
+        z = self._z(x, params[0], b, fused)
+        return self._finish(x, z, train, seed, activate and not fused)
 
     def backward(self, params, cache, dy, need_dx=True, activate=True):
         x = cache[0]
-        dz = np.ascontiguousarray(self._unfinish(dy, cache, activate))
-        dx, dk, db = self._grads(dz, x, params[0], need_dx)
+        fused = self._relu_in_kernel(activate)
+        dz = np.ascontiguousarray(self._unfinish(dy, cache, activate and not fused))
+        dx, dk, db = self._grads(dz, x, params[0], need_dx, cache[1] if fused else None)
         return (dx if need_dx else None), ((dk, db) if self.bias else (dk,))
 
 
@@ -212,6 +220,7 @@ class Convolution(_Window):
     ``H' = floor((H + 2p - d(k-1) - 1) / s) + 1``, the same for W.
     """
     kind = "convolution"
+    _fuses_relu = True          # applied while the output is copied out, its gradient on dy's way in
 
     def _out(self, h, w):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride, self.padding, self.dilation
@@ -220,11 +229,11 @@ class Convolution(_Window):
     def _kernel_shape(self, c):
         return (self.filters, c) + self.kernel
 
-    def _z(self, x, k, b):
-        return kconv.conv_forward(x, k, b, self.stride, self.padding, self.dilation)
+    def _z(self, x, k, b, relu):
+        return kconv.conv_forward(x, k, b, self.stride, self.padding, self.dilation, relu)
 
-    def _grads(self, dz, x, k, need_dx):
-        return kconv.conv_backward(dz, x, k, self.stride, self.padding, self.dilation, need_dx, self.bias)
+    def _grads(self, dz, x, k, need_dx, relu_y):
+        return kconv.conv_backward(dz, x, k, self.stride, self.padding, self.dilation, need_dx, self.bias, relu_y)
 
     def describe(self):
         return (f"Convolution({self.filters}, kernel {_fmt(self.kernel)}, stride {_fmt(self.stride)}, "
@@ -259,10 +268,10 @@ class Deconvolution(_Window):
     def _kernel_shape(self, c):
         return (c, self.filters) + self.kernel
 
-    def _z(self, x, k, b):
+    def _z(self, x, k, b, relu):
         return kdeconv.deconv_forward(x, k, b, self.stride, self.padding, self.dilation, self.output_padding)
 
-    def _grads(self, dz, x, k, need_dx):
+    def _grads(self, dz, x, k, need_dx, relu_y):
         return kdeconv.deconv_backward(dz, x, k, self.stride, self.padding, self.dilation, self.output_padding,
                                        need_dx, self.bias)
 

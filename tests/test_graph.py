@@ -178,6 +178,20 @@ def test_convolution_skip_loop_and_block(mode):
     gradcheck.check(blk, blk.init(1), x, y)
 
 
+def test_convolution_relu_taken_by_the_kernel_with_dropout_loop_and_block():
+    # 5 filters, stride 1: the kernels apply the ReLU; dropout comes after it, masks held fixed
+    x = np.random.default_rng(2).normal(size=(3, 1, 6, 6))
+    y = np.random.default_rng(3).normal(size=(3, 3))
+    conv = dict(kernel=3, padding=1, activation="relu", bias=True)
+    net = (neurons.Network((1, 6, 6), "float64").convolution(5, **conv, dropout=0.3).convolution(5, **conv)
+           .maxpool(2).dense(3).loopback(1, 1, 2))
+    assert net.layers[0]._relu_in_kernel(True)
+    gradcheck.check(net, net.init(0), x, y, seed=5)
+    blk = (neurons.Network((1, 6, 6), "float64").convolution(5, **conv)
+           .feedback([Convolution(5, **conv)], loops=2).maxpool(2).dense(3))
+    gradcheck.check(blk, blk.init(1), x, y)
+
+
 def test_probe_switches_off_and_keeps_params():
     net = (neurons.Network((4,), "float64").dense(4, "tanh").dense(4, "tanh")
            .feedback([Dense(4, "tanh")], loops=3).dense(2).connect(0, 2).loopback(1, 1, 2))

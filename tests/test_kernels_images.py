@@ -147,6 +147,24 @@ def test_conv_layer_gradients_central_differences(s, p, d, filters):
     assert dx0 is None and db0 is None
 
 
+@pytest.mark.parametrize("filters, s", [(5, 1), (3, 1), (5, 2)])    # (5, 1): the fused GEMM form
+def test_conv_relu_in_the_kernel_central_differences(filters, s):
+    x, k, b = _case(2, np.float64, seed=7, f=filters)
+    st, pa, di = (s, s), (1, 1), (1, 1)
+    z = kc.conv_forward(x, k, b, st, pa, di)
+    y = kc.conv_forward(x, k, b, st, pa, di, relu=True)
+    np.testing.assert_array_equal(y, np.maximum(z, 0))
+    assert (z < 0).any() and (z > 0).any()
+    dy = np.random.default_rng(8).normal(size=y.shape)
+
+    def loss():
+        return float(np.sum(dy * kc.conv_forward(x, k, b, st, pa, di, relu=True)))
+    dx, dk, db = kc.conv_backward(dy, x, k, st, pa, di, True, True, relu_y=y)
+    for arr, grad in ((x, dx), (k, dk), (b, db)):
+        for i, num in _fd(loss, arr):
+            assert grad.flat[i] == pytest.approx(num, rel=1e-6, abs=1e-8)
+
+
 @pytest.mark.parametrize("channels", [3, 5])        # 5: stride 1 takes the GEMM primitives
 @pytest.mark.parametrize("s, p, d, op", [(1, 0, 1, 0), (2, 1, 1, 1), (2, 0, 2, 1), (3, 1, 1, 2), (1, 1, 2, 1)])
 def test_deconv_layer_gradients_central_differences(s, p, d, op, channels):
@@ -206,13 +224,25 @@ def test_maxpool_ties_send_the_gradient_to_the_first_maximum():
     assert dx[0, 0, 2, 0] == 2.0 and dx.sum() == 8.0            # all-zero window: its first element
 
 
-def test_maxpool_gradient_central_differences():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_2x2_kernel_equals_the_general_one(dtype):
+    # small integers: many ties; a NaN, which never wins a comparison, in both forms alike
+    x = np.random.default_rng(13).integers(0, 3, size=(4, 3, 9, 10)).astype(dtype)
+    x[1, 2, 4, 5] = np.nan
+    fast = kp.maxpool_forward(x, (2, 2), (2, 2))
+    general = kp._forward_any(x, (2, 2), (2, 2))
+    for a, b in zip(fast, general):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernel, out", [((3, 3), 2), ((2, 2), 3)])
+def test_maxpool_gradient_central_differences(kernel, out):
     x = np.random.default_rng(9).normal(size=(2, 3, 6, 6))      # continuous values: no ties
-    dy = np.random.default_rng(10).normal(size=(2, 3, 2, 2))
+    dy = np.random.default_rng(10).normal(size=(2, 3, out, out))
 
     def loss():
-        return float(np.sum(dy * kp.maxpool_forward(x, (3, 3), (2, 2))[0]))
-    _, arg = kp.maxpool_forward(x, (3, 3), (2, 2))
+        return float(np.sum(dy * kp.maxpool_forward(x, kernel, (2, 2))[0]))
+    _, arg = kp.maxpool_forward(x, kernel, (2, 2))
     dx = kp.maxpool_backward(dy, arg, (6, 6))
     for i, num in _fd(loss, x, count=30):
         assert dx.flat[i] == pytest.approx(num, abs=1e-8)

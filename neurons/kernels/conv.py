@@ -18,6 +18,7 @@ from numba import prange
 from numba.core import config
 
 from ._config import jit, pjit
+from .activations import relu_backward, relu_forward
 from .blas import gemm
 
 # one block per configured thread for reductions over the batch: a compile-time constant, so the
@@ -362,7 +363,9 @@ def _col2im_flat(cols, plane_s, kh, kw, wp, dilation, length):
 
 
 @pjit
-def _correlate_gemm_flat(x, k, padding, dilation, oh, ow):
+def _forward_gemm_flat(x, k, b, relu, padding, dilation, oh, ow):
+    """A stride-1 convolution with its bias (b may be empty) and, if ``relu``, the ReLU applied
+    while each sample's GEMM output is copied out (no extra passes over y)."""
     n, c, h, w = x.shape
     f, _, kh, kw = k.shape
     wp = w + 2 * padding[1]
@@ -370,6 +373,7 @@ def _correlate_gemm_flat(x, k, padding, dilation, oh, ow):
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     y = np.empty((n, f, oh, ow), x.dtype)
+    zero = x.dtype.type(0.0)
     blocks = min(BLOCKS, n)
     size = (n + blocks - 1) // blocks
     for blk in prange(blocks):
@@ -379,12 +383,18 @@ def _correlate_gemm_flat(x, k, padding, dilation, oh, ow):
             _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
             gemm(False, False, 1.0, k2, cols, 0.0, out)
             for q in range(f):
+                shift = b[q] if b.shape[0] > 0 else zero
                 for a in range(oh):
                     src = out[q, a * wp:a * wp + ow]
                     dst = y[s, q, a]
-                    for b in range(ow):
-                        dst[b] = src[b]
+                    for t in range(ow):
+                        v = src[t] + shift
+                        dst[t] = max(v, zero) if relu else v
     return y
+
+
+def _correlate_gemm_flat(x, k, padding, dilation, oh, ow):
+    return _forward_gemm_flat(x, k, np.empty(0, k.dtype), False, padding, dilation, oh, ow)
 
 
 @pjit
@@ -409,13 +419,15 @@ def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
 def _weight_grad_gemm_flat(dy, x, padding, dilation, kh, kw):
     """dk alone: the one-pass backward without dx (its kernel argument only gives the shape)."""
     k = np.zeros((dy.shape[1], x.shape[1], kh, kw), dy.dtype)
-    return _backward_gemm_flat(dy, x, k, padding, dilation, False)[1]
+    return _backward_gemm_flat(dy, dy[:0], x, k, padding, dilation, False)[1]
 
 
 @jit
-def _backward_block(dy, xp, k2, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk, db):
+def _backward_block(dy, relu_y, xp, k2, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk, db):
     """``_backward_gemm_flat`` for samples lo..hi-1, adding into this block's dk and db. A serial
     function of its own: inside the ``prange`` body the same code took twice as long to compile."""
+    relu = relu_y.shape[0] > 0
+    zero = dy.dtype.type(0.0)
     n, f, oh, ow = dy.shape
     length = oh * wp
     ckk = xp.shape[1] * kh * kw
@@ -428,9 +440,16 @@ def _backward_block(dy, xp, k2, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk, 
             for a in range(oh):
                 src = dy[s, q, a]
                 dst = dyw[q, a * wp:a * wp + ow]
-                for b in range(ow):
-                    dst[b] = src[b]
-                    acc += src[b]
+                if relu:
+                    out = relu_y[s, q, a]
+                    for b in range(ow):
+                        v = src[b] if out[b] > zero else zero
+                        dst[b] = v
+                        acc += v
+                else:
+                    for b in range(ow):
+                        dst[b] = src[b]
+                        acc += src[b]
             db[q] += acc
         _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
         gemm(False, True, 1.0, dyw, cols, 1.0, dk)
@@ -440,10 +459,11 @@ def _backward_block(dy, xp, k2, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk, 
 
 
 @pjit
-def _backward_gemm_flat(dy, x, k, padding, dilation, need_dx):
+def _backward_gemm_flat(dy, relu_y, x, k, padding, dilation, need_dx):
     """``(dx, dk, db)`` of a stride-1 convolution in one pass over the batch: each sample's dy is
     widened once (its sums per filter taken on the way, for db) and serves both GEMMs (dk from
     the im2col of x, dx through col2im). dx is an empty (0, C, H, W) array unless ``need_dx``.
+    With a non-empty ``relu_y`` (the layer's ReLU output), dy is first taken through the ReLU.
     Measured against separate passes at batch 128: 18.5 -> 14.8 ms (32 -> 64 filters, 14 x 14),
     8.5 -> 1.5 ms (1 -> 32 filters, 28 x 28)."""
     n, f, oh, ow = dy.shape
@@ -458,7 +478,7 @@ def _backward_gemm_flat(dy, x, k, padding, dilation, need_dx):
     partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
     for blk in prange(blocks):
-        _backward_block(dy, xp, k2, blk * size, min(n, (blk + 1) * size), kh, kw, wp, dilation, need_dx,
+        _backward_block(dy, relu_y, xp, k2, blk * size, min(n, (blk + 1) * size), kh, kw, wp, dilation, need_dx,
                         dxp, partial[blk], partial_db[blk])
     dk, db = partial[0].copy(), partial_db[0].copy()
     for blk in range(1, blocks):
@@ -556,25 +576,36 @@ def conv_out(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def conv_forward(x, k, b, stride, padding, dilation):
-    """Convolution: x (N, C, H, W), k (F, C, kh, kw), b (F,) or (0,) -> y (N, F, H', W').
+def conv_forward(x, k, b, stride, padding, dilation, relu=False):
+    """Convolution: x (N, C, H, W), k (F, C, kh, kw), b (F,) or (0,) -> y (N, F, H', W'), with
+    the ReLU applied if ``relu`` (fused into the copy-out of the stride-1 GEMM form).
 
     ``H' = floor((H + 2p - d(k-1) - 1) / s) + 1``, the same for W.
     """
     oh = conv_out(x.shape[2], k.shape[2], stride[0], padding[0], dilation[0])
     ow = conv_out(x.shape[3], k.shape[3], stride[1], padding[1], dilation[1])
+    f, c, kh, kw = k.shape
+    if stride[0] == 1 and stride[1] == 1 and _strategy(c, kh, kw, f, stride):
+        return _forward_gemm_flat(_c(x), _c(k), b, bool(relu), padding, dilation, oh, ow)
     y = correlate(x, k, stride, padding, dilation, oh, ow)
     if b.shape[0] > 0:
         add_bias(y, b)
+    if relu:
+        y = relu_forward(y.reshape(y.shape[0], -1)).reshape(y.shape)
     return y
 
 
-def conv_backward(dy, x, k, stride, padding, dilation, need_dx, need_db=True):
-    """Gradients of ``conv_forward``: ``(dx, dk, db)``; dx (db) is None unless ``need_dx`` (``need_db``)."""
+def conv_backward(dy, x, k, stride, padding, dilation, need_dx, need_db=True, relu_y=None):
+    """Gradients of ``conv_forward``: ``(dx, dk, db)``; dx (db) is None unless ``need_dx`` (``need_db``).
+    ``relu_y``: the forward pass's output when it applied the ReLU (its gradient is taken here)."""
     f, c, kh, kw = k.shape
     if stride[0] == 1 and stride[1] == 1 and _strategy(c, kh, kw, f, stride):
-        dx, dk, db = _backward_gemm_flat(_c(dy), _c(x), _c(k), padding, dilation, need_dx)
+        relu_y = dy[:0] if relu_y is None else _c(relu_y)
+        dx, dk, db = _backward_gemm_flat(_c(dy), relu_y, _c(x), _c(k), padding, dilation, need_dx)
         return (dx if need_dx else None), dk, (db if need_db else None)
+    if relu_y is not None:
+        n = dy.shape[0]
+        dy = relu_backward(dy.reshape(n, -1), relu_y.reshape(n, -1)).reshape(dy.shape)
     db = channel_sum(dy) if need_db else None
     dk = weight_grad(dy, x, stride, padding, dilation, kh, kw)
     dx = scatter(dy, k, stride, padding, dilation, x.shape[2], x.shape[3]) if need_dx else None

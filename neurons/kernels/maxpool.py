@@ -4,9 +4,11 @@
 first maximum (row-major window order), where the gradient goes; gradients of overlapping
 windows that pick the same element add up.
 
-The forward pass is a plain scalar loop per window over the flattened plane (measured faster
-than row slices for every shape tried: 2.5x on 14 x 14 planes, where rows are short); the
-scatter indexes with unsigned integers, so Numba adds no negative-index checks to its loop.
+The general forward pass is a plain scalar loop per window over the flattened plane (measured
+faster than row slices for every shape tried: 2.5x on 14 x 14 planes, where rows are short).
+The common 2 x 2 window with stride 2 has its own kernel, four compares unrolled over two row
+slices (batch 32: 1238 -> 344 us on 32 x 28 x 28, 557 -> 261 us on 64 x 14 x 14). The scatter
+indexes with unsigned integers, so Numba adds no negative-index checks to its loop.
 """
 import numpy as np
 from numba import prange
@@ -14,9 +16,40 @@ from numba import prange
 from ._config import pjit
 
 
-@pjit
 def maxpool_forward(x, kernel, stride):
     """x (N, C, H, W) -> ``(y, arg)``: y (N, C, H', W'), arg int32 of y's shape."""
+    if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
+        return _forward_2x2(x)
+    return _forward_any(x, kernel, stride)
+
+
+@pjit
+def _forward_2x2(x):
+    n, c, h, w = x.shape
+    oh, ow = h // 2, w // 2
+    flat = x.reshape(n * c, h * w)
+    y = np.empty((n * c, oh * ow), x.dtype)
+    arg = np.empty((n * c, oh * ow), np.int32)
+    for nc in prange(n * c):
+        plane, y_plane, arg_plane = flat[nc], y[nc], arg[nc]
+        for a in range(oh):
+            top, bottom = plane[2 * a * w:2 * a * w + w], plane[(2 * a + 1) * w:(2 * a + 1) * w + w]
+            y_row, arg_row = y_plane[a * ow:a * ow + ow], arg_plane[a * ow:a * ow + ow]
+            for b in range(ow):
+                best, at = top[2 * b], 0
+                if top[2 * b + 1] > best:
+                    best, at = top[2 * b + 1], 1
+                if bottom[2 * b] > best:
+                    best, at = bottom[2 * b], w
+                if bottom[2 * b + 1] > best:
+                    best, at = bottom[2 * b + 1], w + 1
+                y_row[b] = best
+                arg_row[b] = 2 * a * w + 2 * b + at
+    return y.reshape(n, c, oh, ow), arg.reshape(n, c, oh, ow)
+
+
+@pjit
+def _forward_any(x, kernel, stride):
     n, c, h, w = x.shape
     kh, kw = kernel
     sh, sw = stride
