@@ -318,7 +318,7 @@ class Maxpool:
         arg, hw = cache
         if not need_dx:
             return None, ()
-        return kpool.maxpool_backward(np.ascontiguousarray(dy), arg, hw), ()
+        return kpool.maxpool_backward(np.ascontiguousarray(dy), arg, hw, self.kernel, self.stride), ()
 
     def describe(self):
         return f"Maxpool(kernel {_fmt(self.kernel)}, stride {_fmt(self.stride)})"

@@ -227,12 +227,17 @@ def test_maxpool_ties_send_the_gradient_to_the_first_maximum():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_maxpool_2x2_kernel_equals_the_general_one(dtype):
     # small integers: many ties; a NaN, which never wins a comparison, in both forms alike
-    x = np.random.default_rng(13).integers(0, 3, size=(4, 3, 9, 10)).astype(dtype)
+    x = np.random.default_rng(13).integers(0, 3, size=(4, 3, 9, 11)).astype(dtype)
     x[1, 2, 4, 5] = np.nan
     fast = kp.maxpool_forward(x, (2, 2), (2, 2))
     general = kp._forward_any(x, (2, 2), (2, 2))
     for a, b in zip(fast, general):
         np.testing.assert_array_equal(a, b)
+    dy = np.random.default_rng(14).normal(size=fast[0].shape).astype(dtype)
+    dx = kp.maxpool_backward(dy, fast[1], (9, 11), (2, 2), (2, 2))
+    np.testing.assert_array_equal(dx, kp._backward_any(dy, fast[1], (9, 11)))
+    # the odd last row and column belong to no window
+    assert (dx[:, :, 8] == 0).all() and (dx[:, :, :, 10] == 0).all() and np.count_nonzero(dx) == dy.size
 
 
 @pytest.mark.parametrize("kernel, out", [((3, 3), 2), ((2, 2), 3)])
@@ -243,7 +248,7 @@ def test_maxpool_gradient_central_differences(kernel, out):
     def loss():
         return float(np.sum(dy * kp.maxpool_forward(x, kernel, (2, 2))[0]))
     _, arg = kp.maxpool_forward(x, kernel, (2, 2))
-    dx = kp.maxpool_backward(dy, arg, (6, 6))
+    dx = kp.maxpool_backward(dy, arg, (6, 6), kernel, (2, 2))
     for i, num in _fd(loss, x, count=30):
         assert dx.flat[i] == pytest.approx(num, abs=1e-8)
 
