@@ -21,7 +21,7 @@ _controller = None
 def _get():
     global _controller
     if _controller is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS Numba's np.dot calls: load it first)
+        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS kernels/blas.py calls: load it first)
         from threadpoolctl import ThreadpoolController
         _controller = ThreadpoolController()
         keep_heap()

@@ -13,7 +13,7 @@ indexes with unsigned integers, so Numba adds no negative-index checks to its lo
 import numpy as np
 from numba import prange
 
-from ._config import pjit
+from ._config import jit, pjit
 
 
 def maxpool_forward(x, kernel, stride):
@@ -23,13 +23,18 @@ def maxpool_forward(x, kernel, stride):
     return _forward_any(x, kernel, stride)
 
 
+@jit
+def _planes(x, oh, ow):
+    """x's planes flattened (N·C, H·W), and y and arg to fill, (N·C, oh·ow) each."""
+    n, c, h, w = x.shape
+    return x.reshape(n * c, h * w), np.empty((n * c, oh * ow), x.dtype), np.empty((n * c, oh * ow), np.int32)
+
+
 @pjit
 def _forward_2x2(x):
     n, c, h, w = x.shape
     oh, ow = h // 2, w // 2
-    flat = x.reshape(n * c, h * w)
-    y = np.empty((n * c, oh * ow), x.dtype)
-    arg = np.empty((n * c, oh * ow), np.int32)
+    flat, y, arg = _planes(x, oh, ow)
     for nc in prange(n * c):
         plane, y_plane, arg_plane = flat[nc], y[nc], arg[nc]
         for a in range(oh):
@@ -54,9 +59,7 @@ def _forward_any(x, kernel, stride):
     kh, kw = kernel
     sh, sw = stride
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    flat = x.reshape(n * c, h * w)
-    y = np.empty((n * c, oh * ow), x.dtype)
-    arg = np.empty((n * c, oh * ow), np.int32)
+    flat, y, arg = _planes(x, oh, ow)
     for nc in prange(n * c):
         plane, best_out, arg_out = flat[nc], y[nc], arg[nc]
         for a in range(oh):
