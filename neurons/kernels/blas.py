@@ -15,7 +15,8 @@ BLAS threads are the caller's business (see ``neurons/_threads.py``).
 import llvmlite.binding as ll
 import numpy as np
 from numba import types
-from numba.extending import get_cython_function_address
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic
 
 from ._config import jit
 
@@ -26,6 +27,15 @@ _ptr = types.voidptr
 _signature = types.void(*([_ptr] * 13))      # Fortran: every argument by reference
 _sgemm = types.ExternalFunction("neurons_sgemm", _signature)
 _dgemm = types.ExternalFunction("neurons_dgemm", _signature)
+
+
+@intrinsic
+def _ref(typingctx, value):
+    """A pointer to a copy of ``value`` on the caller's stack: how Fortran takes its arguments
+    (no heap arrays for them, which also keeps each GEMM call site quick to compile)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(cgutils.alloca_once_value(builder, args[0]), cgutils.voidptr_t)
+    return types.voidptr(value), codegen
 
 
 @jit
@@ -49,17 +59,10 @@ def gemm(ta, tb, alpha, a, b, beta, c):
     if m == 0 or n == 0:
         return
     # row-major c is column-major c^T = op(b)^T op(a)^T: swap the operands, keep the flags
-    ints = np.empty(6, np.int32)
-    ints[0], ints[1], ints[2] = n, m, k
-    ints[3], ints[4], ints[5] = _ld(b), _ld(a), _ld(c)
-    flags = np.empty(2, np.uint8)
-    flags[0] = 84 if tb else 78                 # 'T' / 'N'
-    flags[1] = 84 if ta else 78
-    scalars = np.empty(2, c.dtype)
-    scalars[0], scalars[1] = alpha, beta
-    args = (flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes, ints[2:].ctypes,
-            scalars[0:].ctypes, b.ctypes, ints[3:].ctypes, a.ctypes, ints[4:].ctypes, scalars[1:].ctypes,
-            c.ctypes, ints[5:].ctypes)
+    args = (_ref(np.uint8(84 if tb else 78)), _ref(np.uint8(84 if ta else 78)),     # 'T' / 'N'
+            _ref(np.int32(n)), _ref(np.int32(m)), _ref(np.int32(k)), _ref(c.dtype.type(alpha)),
+            b.ctypes, _ref(np.int32(_ld(b))), a.ctypes, _ref(np.int32(_ld(a))), _ref(c.dtype.type(beta)),
+            c.ctypes, _ref(np.int32(_ld(c))))
     if c.itemsize == 4:
         _sgemm(*args)
     else:

@@ -3,7 +3,8 @@
 The products are BLAS GEMMs (``blas.gemm``, transposes as flags, no copies). The caller holds
 BLAS to one thread while kernels run (see ``neurons/_threads.py``); to use every core, large
 products are split into one block of output columns per Numba thread, each block a
-single-threaded GEMM that owns its slice of the output. Small products run as one GEMM.
+single-threaded GEMM that owns its slice of the output. Small products run as one block. The
+block count is an argument, not a compile-time choice, so each kernel compiles once per dtype.
 """
 import numpy as np
 from numba import prange
@@ -57,50 +58,34 @@ def _backward_block(dz, x, w, need_dx, dx, dw, db, c, count):
             gemm(False, False, 1.0, dz, w[:, lo:hi], 0.0, dx[:, lo:hi])
 
 
-@jit
-def _forward(x, w, b):
-    z = np.empty((x.shape[0], w.shape[0]), x.dtype)
-    _forward_block(x, w, b, z, 0, w.shape[0])
-    return z
-
-
 @pjit
-def _forward_split(x, w, b):
+def _forward(x, w, b, count):
     z = np.empty((x.shape[0], w.shape[0]), x.dtype)
-    count = min(BLOCKS, w.shape[0])
     for c in prange(count):
         lo, hi = _span(c, count, w.shape[0])
         _forward_block(x, w, b, z, lo, hi)
     return z
 
 
-@jit
-def _backward(dz, x, w, need_dx):
-    dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
-    dw = np.empty(w.shape, x.dtype)
-    db = np.empty(w.shape[0], x.dtype)
-    _backward_block(dz, x, w, need_dx, dx, dw, db, 0, 1)
-    return dx, dw, db
-
-
 @pjit
-def _backward_split(dz, x, w, need_dx):
+def _backward(dz, x, w, need_dx, count):
     dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
     dw = np.empty(w.shape, x.dtype)
     db = np.empty(w.shape[0], x.dtype)
-    for c in prange(BLOCKS):
-        _backward_block(dz, x, w, need_dx, dx, dw, db, c, BLOCKS)
+    for c in prange(count):
+        _backward_block(dz, x, w, need_dx, dx, dw, db, c, count)
     return dx, dw, db
 
 
-def _split(n, units, fan_in):
-    return BLOCKS > 1 and n * units * fan_in >= SPLIT
+def _blocks(n, units, fan_in):
+    """How many blocks a product is split into: one per thread, or one for a small product."""
+    return BLOCKS if n * units * fan_in >= SPLIT else 1
 
 
 def dense_forward(x, w, b):
     """x (N, in), w (units, in), b (units,) or (0,) for no bias -> z (N, units)."""
-    split = _split(x.shape[0], w.shape[0], x.shape[1])
-    return (_forward_split if split else _forward)(np.ascontiguousarray(x), np.ascontiguousarray(w), b)
+    count = min(_blocks(x.shape[0], w.shape[0], x.shape[1]), w.shape[0])
+    return _forward(np.ascontiguousarray(x), np.ascontiguousarray(w), b, count)
 
 
 def dense_backward(dz, x, w, need_dx):
@@ -108,7 +93,6 @@ def dense_backward(dz, x, w, need_dx):
 
     Returns ``(dx, dw, db)``: dx (N, in) (None unless ``need_dx``), dw (units, in), db (units,).
     """
-    split = _split(dz.shape[0], dz.shape[1], x.shape[1])
     c = np.ascontiguousarray
-    dx, dw, db = (_backward_split if split else _backward)(c(dz), c(x), c(w), need_dx)
+    dx, dw, db = _backward(c(dz), c(x), c(w), need_dx, _blocks(dz.shape[0], dz.shape[1], x.shape[1]))
     return (dx if need_dx else None), dw, db
