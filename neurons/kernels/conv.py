@@ -70,17 +70,25 @@ def unpad(xp, h, w, ph, pw):
 
 
 @pjit
-def widen(dy, wp):
-    """dy (N, F, oh, ow) -> (N, F, oh·wp): each row padded with zeros to the width ``wp``."""
+def widen(dy, relu_y, wp):
+    """dy (N, F, oh, ow) -> (N, F, oh·wp): each row padded with zeros to the width ``wp``; taken
+    through the ReLU whose output is ``relu_y`` unless that is empty."""
     n, f, oh, ow = dy.shape
     out = np.zeros((n, f, oh * wp), dy.dtype)
+    relu = relu_y.shape[0] > 0
+    zero = dy.dtype.type(0.0)
     for nf in prange(n * f):
         s, q = nf // f, nf % f
         for a in range(oh):
             dst = out[s, q, a * wp:a * wp + ow]
             src = dy[s, q, a]
-            for b in range(ow):
-                dst[b] = src[b]
+            if relu:
+                mask = relu_y[s, q, a]
+                for b in range(ow):
+                    dst[b] = src[b] if mask[b] > zero else zero
+            else:
+                for b in range(ow):
+                    dst[b] = src[b]
     return out
 
 
@@ -91,11 +99,26 @@ def _tap_row(plane, wp, row, col, ow, sw):
     return plane[start:start + (ow - 1) * sw + 1:sw]
 
 
+@jit
+def _copy_out(flat, plane, shift, relu, wp):
+    """A padded-width output plane (oh·wp) into its (oh, ow) place, plus ``shift``, through a ReLU
+    if ``relu``."""
+    zero = plane.dtype.type(0.0)
+    for a in range(plane.shape[0]):
+        src = flat[a * wp:a * wp + plane.shape[1]]
+        dst = plane[a]
+        for t in range(plane.shape[1]):
+            v = src[t] + shift
+            dst[t] = max(v, zero) if relu else v
+
+
 # ----------------------------------------------------------------------------- direct loops
 # ``*_flat``: stride 1, one long loop per kernel tap; ``*_rows``: any stride, a loop per row.
 
 @pjit
-def _correlate_flat(x, k, padding, dilation, oh, ow):
+def _forward_direct_flat(x, k, b, relu, padding, dilation, oh, ow):
+    """Stride-1 direct loops with the bias (b may be empty) and, if ``relu``, the ReLU applied on
+    the copy-out, as ``_forward_gemm_flat`` does."""
     n, c, h, w = x.shape
     f, _, kh, kw = k.shape
     dh, dw = dilation
@@ -103,6 +126,7 @@ def _correlate_flat(x, k, padding, dilation, oh, ow):
     xp = pad(x, padding[0], padding[1], dw * (kw - 1) + 1)
     y = np.empty((n, f, oh, ow), x.dtype)
     length = oh * wp
+    zero = x.dtype.type(0.0)
     for nf in prange(n * f):
         s, q = nf // f, nf % f
         acc = np.zeros(length, x.dtype)
@@ -113,12 +137,12 @@ def _correlate_flat(x, k, padding, dilation, oh, ow):
                     src = xp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
                     for t in range(length):
                         acc[t] += kv * src[t]
-        for a in range(oh):
-            src = acc[a * wp:a * wp + ow]
-            dst = y[s, q, a]
-            for b in range(ow):
-                dst[b] = src[b]
+        _copy_out(acc, y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
     return y
+
+
+def _correlate_flat(x, k, padding, dilation, oh, ow):
+    return _forward_direct_flat(x, k, np.empty(0, k.dtype), False, padding, dilation, oh, ow)
 
 
 @pjit
@@ -153,18 +177,24 @@ def _scatter_flat(dy, k, padding, dilation, h, w):
     wp = w + 2 * padding[1]
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dw * (kw - 1) + 1), dy.dtype)
     length = oh * wp
-    dyw = widen(dy, wp)
+    dyw = widen(dy, dy[:0], wp)
     for nc in prange(n * c):
-        s, ch = nc // c, nc % c
-        for q in range(f):
-            g = dyw[s, q]
-            for i in range(kh):
-                for j in range(kw):
-                    kv = k[q, ch, i, j]
-                    dst = dxp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
-                    for t in range(length):
-                        dst[t] += kv * g[t]
+        _scatter_plane(dyw[nc // c], k, nc % c, dxp[nc // c, nc % c], wp, dilation, length)
     return unpad(dxp, h, w, padding[0], padding[1])
+
+
+@jit
+def _scatter_plane(dyw_s, k, ch, dst_plane, wp, dilation, length):
+    """Add channel ``ch``'s input gradient of one sample (widened dy ``dyw_s``) into ``dst_plane``."""
+    dh, dw = dilation
+    for q in range(k.shape[0]):
+        g = dyw_s[q]
+        for i in range(k.shape[2]):
+            for j in range(k.shape[3]):
+                kv = k[q, ch, i, j]
+                dst = dst_plane[i * dh * wp + j * dw:i * dh * wp + j * dw + length]
+                for t in range(length):
+                    dst[t] += kv * g[t]
 
 
 @pjit
@@ -190,28 +220,56 @@ def _scatter_rows(dy, k, stride, padding, dilation, h, w):
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
-@pjit
 def _weight_grad_flat(dy, x, padding, dilation, kh, kw):
+    """dk alone: the one-pass direct backward without dx (its kernel argument only gives the shape)."""
+    k = np.zeros((dy.shape[1], x.shape[1], kh, kw), dy.dtype)
+    return _backward_direct_flat(dy, dy[:0], x, k, padding, dilation, False)[1]
+
+
+@jit
+def _tap_grad(dyw, xp, e, c, kh, kw, wp, dilation, length):
+    """Kernel element ``e`` (flat index into (F, C, kh, kw)) of the weight gradient."""
+    q, rest = e // (c * kh * kw), e % (c * kh * kw)
+    ch, rest = rest // (kh * kw), rest % (kh * kw)
+    i, j = rest // kw, rest % kw
+    off = i * dilation[0] * wp + j * dilation[1]
+    acc = dyw.dtype.type(0.0)
+    for s in range(dyw.shape[0]):
+        src = xp[s, ch, off:off + length]
+        g = dyw[s, q]
+        for t in range(length):
+            acc += g[t] * src[t]
+    return acc
+
+
+@pjit
+def _backward_direct_flat(dy, relu_y, x, k, padding, dilation, need_dx):
+    """``(dx, dk, db)`` of a stride-1 convolution by direct loops, dy widened once (through the
+    ReLU when ``relu_y`` is not empty) for all three; dx is empty (0, C, H, W) unless ``need_dx``."""
     n, f, oh, ow = dy.shape
     _, c, h, w = x.shape
-    dh, dw = dilation
+    kh, kw = k.shape[2], k.shape[3]
     wp = w + 2 * padding[1]
-    xp = pad(x, padding[0], padding[1], dw * (kw - 1) + 1)
-    dyw = widen(dy, wp)
     length = oh * wp
-    dk = np.empty((f, c, kh, kw), dy.dtype)
-    for e in prange(f * c * kh * kw):
-        q, rest = e // (c * kh * kw), e % (c * kh * kw)
-        ch, rest = rest // (kh * kw), rest % (kh * kw)
-        i, j = rest // kw, rest % kw
-        acc = dy.dtype.type(0.0)
-        for s in range(n):
-            src = xp[s, ch, i * dh * wp + j * dw:i * dh * wp + j * dw + length]
-            g = dyw[s, q]
-            for t in range(length):
-                acc += g[t] * src[t]
-        dk[q, ch, i, j] = acc
-    return dk
+    dyw = widen(dy, relu_y, wp)
+    xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
+    taps = f * c * kh * kw
+    dk = np.empty(taps, dy.dtype)
+    db = np.empty(f, dy.dtype)
+    for e in prange(taps + f):
+        if e < taps:
+            dk[e] = _tap_grad(dyw, xp, e, c, kh, kw, wp, dilation, length)
+        else:
+            acc = dy.dtype.type(0.0)
+            for s in range(n):
+                g = dyw[s, e - taps]
+                for t in range(length):
+                    acc += g[t]
+            db[e - taps] = acc
+    dxp = np.zeros((n if need_dx else 0, c, xp.shape[2]), dy.dtype)
+    for nc in prange(dxp.shape[0] * c):
+        _scatter_plane(dyw[nc // c], k, nc % c, dxp[nc // c, nc % c], wp, dilation, length)
+    return unpad(dxp, h, w, padding[0], padding[1]), dk.reshape(k.shape), db
 
 
 @pjit
@@ -383,13 +441,7 @@ def _forward_gemm_flat(x, k, b, relu, padding, dilation, oh, ow):
             _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
             gemm(False, False, 1.0, k2, cols, 0.0, out)
             for q in range(f):
-                shift = b[q] if b.shape[0] > 0 else zero
-                for a in range(oh):
-                    src = out[q, a * wp:a * wp + ow]
-                    dst = y[s, q, a]
-                    for t in range(ow):
-                        v = src[t] + shift
-                        dst[t] = max(v, zero) if relu else v
+                _copy_out(out[q], y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
     return y
 
 
@@ -404,7 +456,7 @@ def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
     wp = w + 2 * padding[1]
     length = oh * wp
     k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
-    dyw = widen(dy, wp)
+    dyw = widen(dy, dy[:0], wp)
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
     blocks = min(BLOCKS, n)
     size = (n + blocks - 1) // blocks
@@ -578,15 +630,16 @@ def conv_out(size, k, s, p, d):
 
 def conv_forward(x, k, b, stride, padding, dilation, relu=False):
     """Convolution: x (N, C, H, W), k (F, C, kh, kw), b (F,) or (0,) -> y (N, F, H', W'), with
-    the ReLU applied if ``relu`` (fused into the copy-out of the stride-1 GEMM form).
+    the ReLU applied if ``relu`` (fused into the copy-out of the stride-1 kernels).
 
     ``H' = floor((H + 2p - d(k-1) - 1) / s) + 1``, the same for W.
     """
     oh = conv_out(x.shape[2], k.shape[2], stride[0], padding[0], dilation[0])
     ow = conv_out(x.shape[3], k.shape[3], stride[1], padding[1], dilation[1])
     f, c, kh, kw = k.shape
-    if stride[0] == 1 and stride[1] == 1 and _strategy(c, kh, kw, f, stride):
-        return _forward_gemm_flat(_c(x), _c(k), b, bool(relu), padding, dilation, oh, ow)
+    if stride[0] == 1 and stride[1] == 1:
+        impl = _forward_gemm_flat if _strategy(c, kh, kw, f, stride) else _forward_direct_flat
+        return impl(_c(x), _c(k), b, bool(relu), padding, dilation, oh, ow)
     y = correlate(x, k, stride, padding, dilation, oh, ow)
     if b.shape[0] > 0:
         add_bias(y, b)
@@ -599,9 +652,10 @@ def conv_backward(dy, x, k, stride, padding, dilation, need_dx, need_db=True, re
     """Gradients of ``conv_forward``: ``(dx, dk, db)``; dx (db) is None unless ``need_dx`` (``need_db``).
     ``relu_y``: the forward pass's output when it applied the ReLU (its gradient is taken here)."""
     f, c, kh, kw = k.shape
-    if stride[0] == 1 and stride[1] == 1 and _strategy(c, kh, kw, f, stride):
+    if stride[0] == 1 and stride[1] == 1:
+        impl = _backward_gemm_flat if _strategy(c, kh, kw, f, stride) else _backward_direct_flat
         relu_y = dy[:0] if relu_y is None else _c(relu_y)
-        dx, dk, db = _backward_gemm_flat(_c(dy), relu_y, _c(x), _c(k), padding, dilation, need_dx)
+        dx, dk, db = impl(_c(dy), relu_y, _c(x), _c(k), padding, dilation, need_dx)
         return (dx if need_dx else None), dk, (db if need_db else None)
     if relu_y is not None:
         n = dy.shape[0]
