@@ -84,6 +84,17 @@ def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n):
                 np.testing.assert_allclose(dx, kc._scatter_direct(dy, k, (1, 1), pa, di, 7, 6), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("ph, pw, tail", [(0, 0, 1), (1, 1, 3), (0, 3, 1), (2, 0, 5)])
+def test_pad_writes_every_border_zero(ph, pw, tail):
+    x = np.random.default_rng(15).uniform(1, 2, size=(3, 2, 4, 5))
+    want = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))).reshape(3, 2, -1)
+    want = np.concatenate([want, np.zeros((3, 2, tail))], axis=2)
+    # fill the heap with garbage first, so that memory left unwritten would show
+    for _ in range(3):
+        np.full((3, 2, want.shape[2]), np.nan)
+    np.testing.assert_array_equal(kc.pad(x, ph, pw, tail), want)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv_layer_forward_with_bias(dtype, bias):

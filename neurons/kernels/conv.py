@@ -42,14 +42,23 @@ def pad(x, ph, pw, tail):
     zeros after the last row so that a tap's flat slice never runs past the end."""
     n, c, h, w = x.shape
     wp = w + 2 * pw
-    xp = np.zeros((n, c, (h + 2 * ph) * wp + tail), x.dtype)
-    for nc in prange(n * c):
+    size = (h + 2 * ph) * wp + tail
+    xp = np.empty((n, c, size), x.dtype)
+    zero = x.dtype.type(0.0)
+    for nc in prange(n * c):                    # each plane written once: border zeros and rows
         s, ch = nc // c, nc % c
+        plane = xp[s, ch]
+        for t in range(ph * wp + pw):
+            plane[t] = zero
         for a in range(h):
-            dst = xp[s, ch, (a + ph) * wp + pw:(a + ph) * wp + pw + w]
-            src = x[s, ch, a]
+            base = (a + ph) * wp + pw
+            row, src = plane[base:base + w], x[s, ch, a]
             for b in range(w):
-                dst[b] = src[b]
+                row[b] = src[b]
+            for t in range(base + w, min(size, base + wp)):     # its right, the next row's left border
+                plane[t] = zero
+        for t in range(min(size, (h + ph) * wp + pw), size):
+            plane[t] = zero
     return xp
 
 
@@ -74,13 +83,13 @@ def widen(dy, relu_y, wp):
     """dy (N, F, oh, ow) -> (N, F, oh·wp): each row padded with zeros to the width ``wp``; taken
     through the ReLU whose output is ``relu_y`` unless that is empty."""
     n, f, oh, ow = dy.shape
-    out = np.zeros((n, f, oh * wp), dy.dtype)
+    out = np.empty((n, f, oh * wp), dy.dtype)
     relu = relu_y.shape[0] > 0
     zero = dy.dtype.type(0.0)
     for nf in prange(n * f):
         s, q = nf // f, nf % f
         for a in range(oh):
-            dst = out[s, q, a * wp:a * wp + ow]
+            dst = out[s, q, a * wp:(a + 1) * wp]
             src = dy[s, q, a]
             if relu:
                 mask = relu_y[s, q, a]
@@ -89,6 +98,8 @@ def widen(dy, relu_y, wp):
             else:
                 for b in range(ow):
                     dst[b] = src[b]
+            for b in range(ow, wp):
+                dst[b] = zero
     return out
 
 
