@@ -91,6 +91,8 @@ class _Optimizer:
             kernel(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
                    *[col[i].reshape(-1) if col[i].size else col[i] for col in cols], out.reshape(-1))
             outs.append(out)
+        if inplace:         # every array was updated where it lies: the trees are the ones given
+            return params, {f: getattr(state, f) for f in fields}
         new_params = _rebuild(params, iter(outs))
         new_state = {f: _rebuild(getattr(state, f), iter(col)) for f, col in zip(fields, cols)}
         return new_params, new_state

@@ -109,6 +109,12 @@ def test_pure_inplace_and_dtypes(opt, dtype):
     assert p2[0][0] is params[0][0]                 # written in place
     for a, b in zip(O._leaves(p2), O._leaves(new)):
         np.testing.assert_array_equal(a, b)         # same numbers either way
+    # a second step from the returned state: the in-place state carries what the pure one does
+    new2, _ = opt.update(grads, st, new)
+    p3, st3 = opt.update(grads, st2, p2, inplace=True)
+    assert st3.count == 2
+    for a, b in zip(O._leaves(p3), O._leaves(new2)):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("make, lr_parabola, lr_rosenbrock", [
