@@ -84,23 +84,33 @@ def widen(dy, relu_y, wp):
     through the ReLU whose output is ``relu_y`` unless that is empty."""
     n, f, oh, ow = dy.shape
     out = np.empty((n, f, oh * wp), dy.dtype)
+    for nf in prange(n * f):
+        _widen_plane(dy, relu_y, nf // f, nf % f, out[nf // f, nf % f], wp)
+    return out
+
+
+@jit
+def _widen_plane(dy, relu_y, s, q, dst, wp):
+    """``widen`` for the plane dy[s, q] into ``dst`` (oh·wp); returns the sum written (for db)."""
+    oh, ow = dy.shape[2], dy.shape[3]
     relu = relu_y.shape[0] > 0
     zero = dy.dtype.type(0.0)
-    for nf in prange(n * f):
-        s, q = nf // f, nf % f
-        for a in range(oh):
-            dst = out[s, q, a * wp:(a + 1) * wp]
-            src = dy[s, q, a]
-            if relu:
-                mask = relu_y[s, q, a]
-                for b in range(ow):
-                    dst[b] = src[b] if mask[b] > zero else zero
-            else:
-                for b in range(ow):
-                    dst[b] = src[b]
-            for b in range(ow, wp):
-                dst[b] = zero
-    return out
+    acc = zero
+    for a in range(oh):
+        row, src = dst[a * wp:(a + 1) * wp], dy[s, q, a]
+        if relu:
+            mask = relu_y[s, q, a]
+            for b in range(ow):
+                v = src[b] if mask[b] > zero else zero
+                row[b] = v
+                acc += v
+        else:
+            for b in range(ow):
+                row[b] = src[b]
+                acc += src[b]
+        for b in range(ow, wp):
+            row[b] = zero
+    return acc
 
 
 @jit
@@ -150,10 +160,6 @@ def _forward_direct_flat(x, k, b, relu, padding, dilation, oh, ow):
                         acc[t] += kv * src[t]
         _copy_out(acc, y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
     return y
-
-
-def _correlate_flat(x, k, padding, dilation, oh, ow):
-    return _forward_direct_flat(x, k, np.empty(0, k.dtype), False, padding, dilation, oh, ow)
 
 
 @pjit
@@ -229,12 +235,6 @@ def _scatter_rows(dy, k, stride, padding, dilation, h, w):
                         for b in range(ow):
                             dst[b] += kv * g[b]
     return unpad(dxp, h, w, padding[0], padding[1])
-
-
-def _weight_grad_flat(dy, x, padding, dilation, kh, kw):
-    """dk alone: the one-pass direct backward without dx (its kernel argument only gives the shape)."""
-    k = np.zeros((dy.shape[1], x.shape[1], kh, kw), dy.dtype)
-    return _backward_direct_flat(dy, dy[:0], x, k, padding, dilation, False)[1]
 
 
 @jit
@@ -456,10 +456,6 @@ def _forward_gemm_flat(x, k, b, relu, padding, dilation, oh, ow):
     return y
 
 
-def _correlate_gemm_flat(x, k, padding, dilation, oh, ow):
-    return _forward_gemm_flat(x, k, np.empty(0, k.dtype), False, padding, dilation, oh, ow)
-
-
 @pjit
 def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
     n, f, oh, ow = dy.shape
@@ -479,41 +475,19 @@ def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
-def _weight_grad_gemm_flat(dy, x, padding, dilation, kh, kw):
-    """dk alone: the one-pass backward without dx (its kernel argument only gives the shape)."""
-    k = np.zeros((dy.shape[1], x.shape[1], kh, kw), dy.dtype)
-    return _backward_gemm_flat(dy, dy[:0], x, k, padding, dilation, False)[1]
-
-
 @jit
 def _backward_block(dy, relu_y, xp, k2, lo, hi, kh, kw, wp, dilation, need_dx, dxp, dk, db):
     """``_backward_gemm_flat`` for samples lo..hi-1, adding into this block's dk and db. A serial
     function of its own: inside the ``prange`` body the same code took twice as long to compile."""
-    relu = relu_y.shape[0] > 0
-    zero = dy.dtype.type(0.0)
     n, f, oh, ow = dy.shape
     length = oh * wp
     ckk = xp.shape[1] * kh * kw
     cols = np.empty((ckk, length), dy.dtype)
     dcols = np.empty((ckk, length), dy.dtype)
-    dyw = np.zeros((f, length), dy.dtype)        # the columns past ow stay zero
+    dyw = np.empty((f, length), dy.dtype)
     for s in range(lo, hi):
         for q in range(f):
-            acc = dy.dtype.type(0.0)
-            for a in range(oh):
-                src = dy[s, q, a]
-                dst = dyw[q, a * wp:a * wp + ow]
-                if relu:
-                    out = relu_y[s, q, a]
-                    for b in range(ow):
-                        v = src[b] if out[b] > zero else zero
-                        dst[b] = v
-                        acc += v
-                else:
-                    for b in range(ow):
-                        dst[b] = src[b]
-                        acc += src[b]
-            db[q] += acc
+            db[q] += _widen_plane(dy, relu_y, s, q, dyw[q], wp)
         _im2col_flat(xp[s], kh, kw, wp, dilation, length, cols)
         gemm(False, True, 1.0, dyw, cols, 1.0, dk)
         if need_dx:
@@ -560,12 +534,28 @@ def _by_stride(flat, general):
     return dispatch
 
 
-_correlate_direct = _by_stride(_correlate_flat, _correlate_rows)
+def _plain(forward):
+    """The stride-1 correlation from a fused forward kernel: no bias, no ReLU."""
+    def correlate_flat(x, k, padding, dilation, oh, ow):
+        return forward(x, k, np.empty(0, k.dtype), False, padding, dilation, oh, ow)
+    return correlate_flat
+
+
+def _dk_only(backward):
+    """The stride-1 weight gradient from a one-pass backward kernel: no dx, no ReLU (the kernel
+    argument it is given only carries the shape)."""
+    def weight_grad_flat(dy, x, padding, dilation, kh, kw):
+        k = np.zeros((dy.shape[1], x.shape[1], kh, kw), dy.dtype)
+        return backward(dy, dy[:0], x, k, padding, dilation, False)[1]
+    return weight_grad_flat
+
+
+_correlate_direct = _by_stride(_plain(_forward_direct_flat), _correlate_rows)
 _scatter_direct = _by_stride(_scatter_flat, _scatter_rows)
-_weight_grad_direct = _by_stride(_weight_grad_flat, _weight_grad_rows)
-_correlate_gemm_any = _by_stride(_correlate_gemm_flat, _correlate_gemm)
+_weight_grad_direct = _by_stride(_dk_only(_backward_direct_flat), _weight_grad_rows)
+_correlate_gemm_any = _by_stride(_plain(_forward_gemm_flat), _correlate_gemm)
 _scatter_gemm_any = _by_stride(_scatter_gemm_flat, _scatter_gemm)
-_weight_grad_gemm_any = _by_stride(_weight_grad_gemm_flat, _weight_grad_gemm)
+_weight_grad_gemm_any = _by_stride(_dk_only(_backward_gemm_flat), _weight_grad_gemm)
 
 
 # ----------------------------------------------------------------------------- primitives
