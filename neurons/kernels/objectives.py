@@ -11,11 +11,13 @@ Per sample (e = p - y, F features, c(p) = clamp(p, EPS, 1 - EPS)):
 Each kernel ``(p, y, clip, lo, hi) -> (loss, dp)`` returns the batch-mean loss (float64) and
 its exact gradient (zero where the clamp is active, zero for rmse at e = 0 and for |e| at 0);
 ``clip`` clamps each per-sample gradient element to [lo, hi] before the division by N.
+
+Serial on purpose: an output layer's (N, F) is small (batch x classes for the networks this
+library is for), and as ``prange`` kernels each took about three times as long to compile
+(``softmax_cross_entropy`` on the first training step: 1.3-2.0 s against 0.4-0.5 s).
 """
 import numpy as np
-from numba import prange
-
-from ._config import jit, pjit
+from ._config import jit
 
 AE, MAE, MSE, RMSE, CROSS_ENTROPY, BINARY_CROSS_ENTROPY, KL_DIVERGENCE = 0, 1, 2, 3, 4, 5, 6
 EPS = 1e-7
@@ -44,13 +46,13 @@ def _sign(e):
     return 1.0 if e > 0 else (-1.0 if e < 0 else 0.0)
 
 
-@pjit
+@jit
 def ae(p, y, clip, lo, hi):
     n, f = p.shape
     dp = np.empty_like(p)
     losses = np.empty(n)
     inv_n = p.dtype.type(1.0 / n)
-    for i in prange(n):
+    for i in range(n):
         s = 0.0
         for j in range(f):
             e = p[i, j] - y[i, j]
@@ -61,13 +63,13 @@ def ae(p, y, clip, lo, hi):
     return _mean(losses), dp
 
 
-@pjit
+@jit
 def mae(p, y, clip, lo, hi):
     n, f = p.shape
     dp = np.empty_like(p)
     losses = np.empty(n)
     inv_n = p.dtype.type(1.0 / n)
-    for i in prange(n):
+    for i in range(n):
         s = 0.0
         for j in range(f):
             e = p[i, j] - y[i, j]
@@ -78,14 +80,14 @@ def mae(p, y, clip, lo, hi):
     return _mean(losses), dp
 
 
-@pjit
+@jit
 def mse(p, y, clip, lo, hi):
     n, f = p.shape
     dp = np.empty_like(p)
     losses = np.empty(n)
     inv_n = p.dtype.type(1.0 / n)
     two_f = p.dtype.type(2.0 / f)
-    for i in prange(n):
+    for i in range(n):
         s = 0.0
         for j in range(f):
             e = p[i, j] - y[i, j]
@@ -96,13 +98,13 @@ def mse(p, y, clip, lo, hi):
     return _mean(losses), dp
 
 
-@pjit
+@jit
 def rmse(p, y, clip, lo, hi):
     n, f = p.shape
     dp = np.empty_like(p)
     losses = np.empty(n)
     inv_n = p.dtype.type(1.0 / n)
-    for i in prange(n):
+    for i in range(n):
         s = 0.0
         for j in range(f):
             e = p[i, j] - y[i, j]
@@ -116,14 +118,14 @@ def rmse(p, y, clip, lo, hi):
     return _mean(losses), dp
 
 
-@pjit
+@jit
 def cross_entropy(p, y, clip, lo, hi):
     n, f = p.shape
     dp = np.empty_like(p)
     losses = np.empty(n)
     t = p.dtype.type
     inv_n, eps, top = t(1.0 / n), t(EPS), t(1.0 - EPS)
-    for i in prange(n):
+    for i in range(n):
         s = 0.0
         for j in range(f):
             q = p[i, j]
@@ -135,14 +137,14 @@ def cross_entropy(p, y, clip, lo, hi):
     return _mean(losses), dp
 
 
-@pjit
+@jit
 def binary_cross_entropy(p, y, clip, lo, hi):
     n, f = p.shape
     dp = np.empty_like(p)
     losses = np.empty(n)
     t = p.dtype.type
     inv_n, eps, top, one, inv_f = t(1.0 / n), t(EPS), t(1.0 - EPS), t(1.0), t(1.0 / f)
-    for i in prange(n):
+    for i in range(n):
         s = 0.0
         for j in range(f):
             q = p[i, j]
@@ -155,14 +157,14 @@ def binary_cross_entropy(p, y, clip, lo, hi):
     return _mean(losses), dp
 
 
-@pjit
+@jit
 def kl_divergence(p, y, clip, lo, hi):
     n, f = p.shape
     dp = np.empty_like(p)
     losses = np.empty(n)
     t = p.dtype.type
     inv_n, eps, top = t(1.0 / n), t(EPS), t(1.0 - EPS)
-    for i in prange(n):
+    for i in range(n):
         s = 0.0
         for j in range(f):
             q = p[i, j]
@@ -189,7 +191,7 @@ def objective_loss(p, y, code):
     return OBJECTIVES[code](p, y, False, 0.0, 0.0)[0]
 
 
-@pjit
+@jit
 def softmax_cross_entropy(z, y):
     """Softmax and cross-entropy fused, from logits ``z`` (N, F) and targets ``y`` (N, F).
 
@@ -203,7 +205,7 @@ def softmax_cross_entropy(z, y):
     p = np.empty_like(z)
     losses = np.empty(n)
     inv_n = t(1.0 / n)
-    for i in prange(n):
+    for i in range(n):
         m = z[i, 0]
         for j in range(1, f):
             m = max(m, z[i, j])
