@@ -75,7 +75,8 @@ class _Optimizer:
         return {"name": type(self).__name__, **asdict(self)}
 
     def _walk(self, grads, state, params, inplace, kernel):
-        """Run ``kernel(p, g, *state_leaves, out)`` on every leaf; returns new params and state arrays."""
+        """Run ``kernel(p, g, *state_leaves)`` on every leaf (it updates p and the state where they lie;
+        pure updates hand it copies); returns new params and state arrays."""
         ps, gs = _leaves(params), _leaves(grads)
         if len(ps) != len(gs):
             raise ValueError(f"grads have {len(gs)} arrays but params have {len(ps)}")
@@ -87,9 +88,9 @@ class _Optimizer:
         for i, (p, g) in enumerate(zip(ps, gs)):
             if g.shape != p.shape:
                 raise ValueError(f"gradient {i} has shape {g.shape}, its param {p.shape}")
-            out = p if inplace else np.empty_like(p)
-            kernel(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
-                   *[col[i].reshape(-1) if col[i].size else col[i] for col in cols], out.reshape(-1))
+            out = p if inplace else p.copy()
+            kernel(out.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
+                   *[col[i].reshape(-1) if col[i].size else col[i] for col in cols])
             outs.append(out)
         if inplace:         # every array was updated where it lies: the trees are the ones given
             return params, {f: getattr(state, f) for f in fields}
@@ -108,7 +109,7 @@ class _SGDStep(_Optimizer):
         mu = getattr(self, "momentum", 0.0)
         first = state.count == 0
         new, st = self._walk(grads, state, params, inplace,
-                             lambda p, g, buf, out: k.sgd(p, g, buf, out, self.lr, mu, self.decay, first))
+                             lambda p, g, buf: k.sgd(p, g, buf, self.lr, mu, self.decay, first))
         return new, SGDState(state.count + 1, **st)
 
 
@@ -160,8 +161,8 @@ class Adam(_Optimizer):
         t = state.count + 1
         c1 = 1.0 - self.beta1 ** t
         rc2 = math.sqrt(1.0 - self.beta2 ** t)
-        new, st = self._walk(grads, state, params, inplace, lambda p, g, m, v, out: k.adam(
-            p, g, m, v, out, self.lr, self.beta1, self.beta2, self.eps, self.decay, self._decoupled, c1, rc2))
+        new, st = self._walk(grads, state, params, inplace, lambda p, g, m, v: k.adam(
+            p, g, m, v, self.lr, self.beta1, self.beta2, self.eps, self.decay, self._decoupled, c1, rc2))
         return new, AdamState(t, **st)
 
 
@@ -204,8 +205,8 @@ class RMSprop(_Optimizer):
                             _zeros(params) if self.momentum > 0 else none)
 
     def update(self, grads, state, params, inplace=False):
-        new, st = self._walk(grads, state, params, inplace, lambda p, g, sq, ga, buf, out: k.rmsprop(
-            p, g, sq, ga, buf, out, self.lr, self.alpha, self.eps, self.decay, self.momentum))
+        new, st = self._walk(grads, state, params, inplace, lambda p, g, sq, ga, buf: k.rmsprop(
+            p, g, sq, ga, buf, self.lr, self.alpha, self.eps, self.decay, self.momentum))
         return new, RMSpropState(state.count + 1, **st)
 
 

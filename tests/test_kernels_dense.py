@@ -72,6 +72,25 @@ def test_activation_forward_and_vjp(dtype, name):
     np.testing.assert_allclose(dz, want, rtol=TOL[dtype] * 100, atol=TOL[dtype] * 10)
 
 
+@pytest.mark.parametrize("name", ACTS[1:])
+def test_large_activations_run_in_blocks_with_the_same_bits(name):
+    # (N, F) arrays of PARALLEL_MIN elements or more run one block of rows per thread, smaller
+    # ones serially: a large array must equal its rows done a few at a time
+    rng = np.random.default_rng(2)
+    code = activations.activation(name).value
+    z = rng.normal(scale=3, size=(kact.PARALLEL_MIN // 100 + 3, 100)).astype(np.float32)
+    dy = rng.normal(size=z.shape).astype(np.float32)
+    y = kact.activation_forward(z, code)
+    dz = kact.activation_backward(dy, y, code)
+    rows = 64
+    assert rows * z.shape[1] < kact.PARALLEL_MIN <= z.size
+    y_rows = np.concatenate([kact.activation_forward(z[i:i + rows], code) for i in range(0, len(z), rows)])
+    dz_rows = np.concatenate([kact.activation_backward(dy[i:i + rows], y[i:i + rows], code)
+                              for i in range(0, len(z), rows)])
+    np.testing.assert_array_equal(y, y_rows)
+    np.testing.assert_array_equal(dz, dz_rows)
+
+
 def test_softmax_two_classes_gradient_is_not_zero():
     # the original returned a constant vector here, so two-class softmax never learned
     z = np.array([[0.3, -0.2]])

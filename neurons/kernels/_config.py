@@ -10,6 +10,7 @@ that NaN and inf checks inside kernels keep working.
 import functools
 
 import numba
+from numba.core import config
 
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
@@ -19,3 +20,15 @@ jit = functools.partial(numba.njit, cache=True, fastmath=FASTMATH, nogil=True)
 _PRANGE_ONLY = dict(prange=True, comprehension=False, reduction=False, inplace_binop=False, setitem=False,
                     numpy=False, stencil=False, fusion=False)
 pjit = functools.partial(numba.njit, cache=True, fastmath=FASTMATH, nogil=True, parallel=_PRANGE_ONLY)
+
+# One block of work per configured thread where a kernel splits its work into blocks: a
+# compile-time constant (the cache folder is keyed by it), so the blocks, the order of any sums
+# over them, and so the bits, do not depend on ``set_num_threads`` at run time.
+BLOCKS = config.NUMBA_NUM_THREADS
+
+
+@jit
+def span(c, count, size):
+    """Block ``c`` of ``count`` over ``size`` items: (lo, hi)."""
+    step = (size + count - 1) // count
+    return min(size, c * step), min(size, (c + 1) * step)

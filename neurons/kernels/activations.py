@@ -2,8 +2,14 @@
 
 Codes (the Python side maps names to them): 0 linear, 1 sigmoid, 2 tanh, 3 relu,
 4 leaky_relu (slope 0.01), 5 softmax (over the features of each row, max-subtracted).
-``FORWARD[code]`` and ``BACKWARD[code]`` pick the kernels (``None`` for linear: the identity).
-One kernel per activation, so a network compiles only the ones it uses.
+``FORWARD[code]`` and ``BACKWARD[code]`` pick the kernels (``None`` for linear: the identity),
+serial ones that write into the output they are given. ``activation_forward`` and
+``activation_backward`` run them on the whole array when it is small (below ``PARALLEL_MIN``
+elements: a dense layer's (N, units); measured, ReLU at 32 x 100: 4.2 us in blocks, 1.1 us
+serial; 128 x 256: 6.0 against 5.2 us) and otherwise on one block of rows per thread (32 x 6272:
+20 against 36 us). A small-array network so compiles only the serial kernels it uses; the block
+kernels compile all of them (one parallel kernel per direction, not one per activation). Either way every element
+is computed the same way: the bits do not depend on the path or the thread count.
 
 Backward passes need only the output ``y``: relu and leaky_relu are increasing, so ``y > 0``
 exactly where ``z > 0``; the others are functions of ``y``.
@@ -11,18 +17,19 @@ exactly where ``z > 0``; the others are functions of ``y``.
 import numpy as np
 from numba import prange
 
-from ._config import pjit
+from ._config import BLOCKS, jit, pjit, span
 
 LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = 0, 1, 2, 3, 4, 5
 SLOPE = 0.01
+# arrays with at least this many elements are split into one block of rows per thread
+PARALLEL_MIN = 65536
 
 
-@pjit
-def sigmoid_forward(z):
+@jit
+def _sigmoid_forward(z, y):
     n, f = z.shape
-    y = np.empty_like(z)
     one = z.dtype.type(1.0)
-    for i in prange(n):
+    for i in range(n):
         for j in range(f):
             v = z[i, j]
             # two branches so that exp never overflows
@@ -31,93 +38,77 @@ def sigmoid_forward(z):
             else:
                 e = np.exp(v)
                 y[i, j] = e / (one + e)
-    return y
 
 
-@pjit
-def sigmoid_backward(dy, y):
+@jit
+def _sigmoid_backward(dy, y, dz):
     n, f = dy.shape
-    dz = np.empty_like(dy)
     one = dy.dtype.type(1.0)
-    for i in prange(n):
+    for i in range(n):
         for j in range(f):
             dz[i, j] = dy[i, j] * y[i, j] * (one - y[i, j])
-    return dz
 
 
-@pjit
-def tanh_forward(z):
+@jit
+def _tanh_forward(z, y):
     n, f = z.shape
-    y = np.empty_like(z)
-    for i in prange(n):
+    for i in range(n):
         for j in range(f):
             y[i, j] = np.tanh(z[i, j])
-    return y
 
 
-@pjit
-def tanh_backward(dy, y):
+@jit
+def _tanh_backward(dy, y, dz):
     n, f = dy.shape
-    dz = np.empty_like(dy)
     one = dy.dtype.type(1.0)
-    for i in prange(n):
+    for i in range(n):
         for j in range(f):
             dz[i, j] = dy[i, j] * (one - y[i, j] * y[i, j])
-    return dz
 
 
-@pjit
-def relu_forward(z):
+@jit
+def _relu_forward(z, y):
     n, f = z.shape
-    y = np.empty_like(z)
     zero = z.dtype.type(0.0)
-    for i in prange(n):
+    for i in range(n):
         for j in range(f):
             v = z[i, j]
             y[i, j] = v if v > zero else zero
-    return y
 
 
-@pjit
-def relu_backward(dy, y):
+@jit
+def _relu_backward(dy, y, dz):
     n, f = dy.shape
-    dz = np.empty_like(dy)
     zero = dy.dtype.type(0.0)
-    for i in prange(n):
+    for i in range(n):
         for j in range(f):
             dz[i, j] = dy[i, j] if y[i, j] > zero else zero
-    return dz
 
 
-@pjit
-def leaky_relu_forward(z):
+@jit
+def _leaky_relu_forward(z, y):
     n, f = z.shape
-    y = np.empty_like(z)
     slope = z.dtype.type(SLOPE)
-    for i in prange(n):
+    for i in range(n):
         for j in range(f):
             v = z[i, j]
             y[i, j] = v if v > 0 else slope * v
-    return y
 
 
-@pjit
-def leaky_relu_backward(dy, y):
+@jit
+def _leaky_relu_backward(dy, y, dz):
     n, f = dy.shape
-    dz = np.empty_like(dy)
     slope = dy.dtype.type(SLOPE)
-    for i in prange(n):
+    for i in range(n):
         for j in range(f):
             dz[i, j] = dy[i, j] if y[i, j] > 0 else slope * dy[i, j]
-    return dz
 
 
-@pjit
-def softmax_forward(z):
+@jit
+def _softmax_forward(z, y):
     """Row-wise ``exp(z - max) / Σ exp(z - max)``."""
     n, f = z.shape
-    y = np.empty_like(z)
-    for i in prange(n):
+    for i in range(n):
         m = z[i, 0]
         for j in range(1, f):
             m = max(m, z[i, j])
@@ -128,34 +119,93 @@ def softmax_forward(z):
             s += e
         for j in range(f):
             y[i, j] /= s
-    return y
 
 
-@pjit
-def softmax_backward(dy, y):
+@jit
+def _softmax_backward(dy, y, dz):
     """``dz_j = y_j (dy_j - Σ_k dy_k y_k)`` (the full Jacobian's product, not its diagonal)."""
     n, f = dy.shape
-    dz = np.empty_like(dy)
-    for i in prange(n):
+    for i in range(n):
         s = dy.dtype.type(0.0)
         for j in range(f):
             s += dy[i, j] * y[i, j]
         for j in range(f):
             dz[i, j] = y[i, j] * (dy[i, j] - s)
-    return dz
 
 
-FORWARD = (None, sigmoid_forward, tanh_forward, relu_forward, leaky_relu_forward, softmax_forward)
-BACKWARD = (None, sigmoid_backward, tanh_backward, relu_backward, leaky_relu_backward, softmax_backward)
+FORWARD = (None, _sigmoid_forward, _tanh_forward, _relu_forward, _leaky_relu_forward, _softmax_forward)
+BACKWARD = (None, _sigmoid_backward, _tanh_backward, _relu_backward, _leaky_relu_backward, _softmax_backward)
+
+
+@jit
+def _forward_rows(z, y, code):
+    if code == SIGMOID:
+        _sigmoid_forward(z, y)
+    elif code == TANH:
+        _tanh_forward(z, y)
+    elif code == RELU:
+        _relu_forward(z, y)
+    elif code == LEAKY_RELU:
+        _leaky_relu_forward(z, y)
+    else:
+        _softmax_forward(z, y)
+
+
+@jit
+def _backward_rows(dy, y, dz, code):
+    if code == SIGMOID:
+        _sigmoid_backward(dy, y, dz)
+    elif code == TANH:
+        _tanh_backward(dy, y, dz)
+    elif code == RELU:
+        _relu_backward(dy, y, dz)
+    elif code == LEAKY_RELU:
+        _leaky_relu_backward(dy, y, dz)
+    else:
+        _softmax_backward(dy, y, dz)
+
+
+@pjit
+def _forward_blocks(z, y, code):
+    for blk in prange(BLOCKS):
+        lo, hi = span(blk, BLOCKS, z.shape[0])
+        _forward_rows(z[lo:hi], y[lo:hi], code)
+
+
+@pjit
+def _backward_blocks(dy, y, dz, code):
+    for blk in prange(BLOCKS):
+        lo, hi = span(blk, BLOCKS, dy.shape[0])
+        _backward_rows(dy[lo:hi], y[lo:hi], dz[lo:hi], code)
 
 
 def activation_forward(z, code):
     """``act(z)`` for ``z`` (N, F) by activation code (linear returns ``z`` itself)."""
-    f = FORWARD[code]
-    return z if f is None else f(z)
+    if FORWARD[code] is None:
+        return z
+    y = np.empty_like(z)
+    if z.size < PARALLEL_MIN:
+        FORWARD[code](z, y)
+    else:
+        _forward_blocks(z, y, code)
+    return y
 
 
 def activation_backward(dy, y, code):
     """``dy · ∂act/∂z`` from the output ``y`` by activation code."""
-    f = BACKWARD[code]
-    return dy if f is None else f(dy, y)
+    if BACKWARD[code] is None:
+        return dy
+    dz = np.empty_like(dy)
+    if dy.size < PARALLEL_MIN:
+        BACKWARD[code](dy, y, dz)
+    else:
+        _backward_blocks(dy, y, dz, code)
+    return dz
+
+
+def relu_forward(z):
+    return activation_forward(z, RELU)
+
+
+def relu_backward(dy, y):
+    return activation_backward(dy, y, RELU)

@@ -15,15 +15,11 @@ holds BLAS to one thread). ``_strategy`` picks by the size of the reduction.
 """
 import numpy as np
 from numba import prange
-from numba.core import config
 
-from ._config import jit, pjit
+from ._config import BLOCKS, jit, pjit
 from .activations import relu_backward, relu_forward
 from .blas import gemm
 
-# one block per configured thread for reductions over the batch: a compile-time constant, so the
-# summation order, and so the bits, do not depend on the thread count used at run time
-BLOCKS = config.NUMBA_NUM_THREADS
 # GEMM wins once a step's reduction length (channels x kernel) and filter count are this large
 GEMM_REDUCTION = 64
 GEMM_FILTERS = 8

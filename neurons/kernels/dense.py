@@ -3,28 +3,19 @@
 The products are BLAS GEMMs (``blas.gemm``, transposes as flags, no copies). The caller holds
 BLAS to one thread while kernels run (see ``neurons/_threads.py``); to use every core, large
 products are split into one block of output columns per Numba thread, each block a
-single-threaded GEMM that owns its slice of the output. Small products run as one block. The
-block count is an argument, not a compile-time choice, so each kernel compiles once per dtype.
+single-threaded GEMM that owns its slice of the output. Small products run as one block,
+called straight from Python: a parallel kernel's launch costs microseconds (more when a core is
+busy elsewhere) and its compilation seconds, for nothing on a product this small. The block
+count is an argument, not a compile-time choice, so each kernel compiles once per dtype.
 """
 import numpy as np
 from numba import prange
-from numba.core import config
 
-from ._config import jit, pjit
+from ._config import BLOCKS, jit, pjit, span
 from .blas import gemm
 
 # below this many multiply-adds one GEMM call beats splitting it over threads
 SPLIT = 200_000
-# one block per configured thread; a compile-time constant (the cache folder is keyed by it),
-# so the blocks, and so the results, do not depend on set_num_threads at run time
-BLOCKS = config.NUMBA_NUM_THREADS
-
-
-@jit
-def _span(c, count, size):
-    """Block ``c`` of ``count`` over ``size`` items: (lo, hi)."""
-    step = (size + count - 1) // count
-    return min(size, c * step), min(size, (c + 1) * step)
 
 
 @jit
@@ -43,7 +34,7 @@ def _forward_block(x, w, b, z, lo, hi):
 @jit
 def _backward_block(dz, x, w, need_dx, dx, dw, db, c, count):
     """Block ``c`` of ``count``: dw and db for its units, dx for its input columns."""
-    lo, hi = _span(c, count, dz.shape[1])
+    lo, hi = span(c, count, dz.shape[1])
     if lo < hi:
         gemm(True, False, 1.0, dz[:, lo:hi], x, 0.0, dw[lo:hi])
         for j in range(lo, hi):
@@ -53,7 +44,7 @@ def _backward_block(dz, x, w, need_dx, dx, dw, db, c, count):
             for j in range(lo, hi):
                 db[j] += row[j]
     if need_dx:
-        lo, hi = _span(c, count, x.shape[1])
+        lo, hi = span(c, count, x.shape[1])
         if lo < hi:
             gemm(False, False, 1.0, dz, w[:, lo:hi], 0.0, dx[:, lo:hi])
 
@@ -62,7 +53,7 @@ def _backward_block(dz, x, w, need_dx, dx, dw, db, c, count):
 def _forward(x, w, b, count):
     z = np.empty((x.shape[0], w.shape[0]), x.dtype)
     for c in prange(count):
-        lo, hi = _span(c, count, w.shape[0])
+        lo, hi = span(c, count, w.shape[0])
         _forward_block(x, w, b, z, lo, hi)
     return z
 
@@ -84,8 +75,13 @@ def _blocks(n, units, fan_in):
 
 def dense_forward(x, w, b):
     """x (N, in), w (units, in), b (units,) or (0,) for no bias -> z (N, units)."""
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     count = min(_blocks(x.shape[0], w.shape[0], x.shape[1]), w.shape[0])
-    return _forward(np.ascontiguousarray(x), np.ascontiguousarray(w), b, count)
+    if count > 1:
+        return _forward(x, w, b, count)
+    z = np.empty((x.shape[0], w.shape[0]), x.dtype)
+    _forward_block(x, w, b, z, 0, w.shape[0])
+    return z
 
 
 def dense_backward(dz, x, w, need_dx):
@@ -94,5 +90,12 @@ def dense_backward(dz, x, w, need_dx):
     Returns ``(dx, dw, db)``: dx (N, in) (None unless ``need_dx``), dw (units, in), db (units,).
     """
     c = np.ascontiguousarray
-    dx, dw, db = _backward(c(dz), c(x), c(w), need_dx, _blocks(dz.shape[0], dz.shape[1], x.shape[1]))
+    dz, x, w = c(dz), c(x), c(w)
+    count = _blocks(dz.shape[0], dz.shape[1], x.shape[1])
+    if count > 1:
+        dx, dw, db = _backward(dz, x, w, need_dx, count)
+    else:
+        dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
+        dw, db = np.empty(w.shape, x.dtype), np.empty(w.shape[0], x.dtype)
+        _backward_block(dz, x, w, need_dx, dx, dw, db, 0, 1)
     return (dx if need_dx else None), dw, db

@@ -1,33 +1,52 @@
 """Optimizer updates over flat 1-D arrays (callers pass ``.reshape(-1)`` views).
 
-Each kernel reads params ``p`` and grads ``g``, updates its state arrays in place and writes the
-new params to ``out`` (which may be ``p`` itself). Scalars that depend on the step count (bias
-corrections) are computed by the caller in float64 and passed in; everything else runs in the
-arrays' dtype. Every index is owned by one ``prange`` iteration: no races, any thread count
-gives the same bits. The formulas are PyTorch's (torch.optim.SGD, Adam, AdamW, RMSprop).
+Each kernel reads grads ``g`` and updates params ``p`` and its state arrays in place (a caller
+that wants the old params kept passes a copy). In place on purpose: with a separate output that
+may be ``p`` itself, LLVM guards its vectorised loop with an overlap check, which an output that
+is ``p`` fails, and runs the scalar loop (plain SGD over 98,000 floats: 17 us into another
+array, 65 us in place that way). Scalars that depend on the step count (bias corrections) are
+computed by the caller in float64 and passed in; everything else runs in the arrays' dtype. The formulas are PyTorch's (torch.optim.SGD, Adam, AdamW, RMSprop).
+
+Each update is a serial kernel over whatever 1-D range it is given; ``sgd``, ``adam`` and
+``rmsprop`` run it on the whole array when the array is small (below ``PARALLEL_MIN``
+elements: a parallel launch costs more than the update, and the parallel kernel is then never
+compiled) and otherwise on one block of the array per thread. Every element is computed the
+same way either way, so the bits do not depend on the path or the thread count.
 """
 import numpy as np
 from numba import prange
 
-from ._config import pjit
+from ._config import BLOCKS, jit, pjit, span
+
+# arrays at least this long are updated one block per thread (measured, plain SGD: 16,384
+# elements 3.2 us serial, 6.0 us in blocks; 65,536: 12.2 against 10.6 us; 401,408: 147 against 40)
+PARALLEL_MIN = 65536
 
 
-@pjit
-def sgd(p, g, buf, out, lr, momentum, decay, first):
+def _by_size(serial, blocks):
+    """``f(p, ...)``: ``serial(p, ...)`` for a small p, else ``blocks(p, ...)``."""
+    def update(p, *args):
+        (serial if p.shape[0] < PARALLEL_MIN else blocks)(p, *args)
+    update.__doc__ = serial.__doc__
+    return update
+
+
+@jit
+def _sgd(p, g, buf, lr, momentum, decay, first):
     """``g += decay·p``; with momentum ``buf = g`` (first step) or ``momentum·buf + g``; ``p -= lr·buf``."""
     t = p.dtype.type
     lr, momentum, decay = t(lr), t(momentum), t(decay)
     use_momentum = buf.shape[0] > 0
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         d = g[i] + decay * p[i]
         if use_momentum:
             d = d if first else momentum * buf[i] + d
             buf[i] = d
-        out[i] = p[i] - lr * d
+        p[i] = p[i] - lr * d
 
 
-@pjit
-def adam(p, g, m, v, out, lr, beta1, beta2, eps, decay, decoupled, correction1, root_correction2):
+@jit
+def _adam(p, g, m, v, lr, beta1, beta2, eps, decay, decoupled, correction1, root_correction2):
     """Adam (``decay`` added to the gradient) or AdamW (``decoupled``: ``p *= 1 - lr·decay``).
 
     ``m = β1 m + (1-β1) g``, ``v = β2 v + (1-β2) g²``,
@@ -39,7 +58,7 @@ def adam(p, g, m, v, out, lr, beta1, beta2, eps, decay, decoupled, correction1, 
     rc2 = t(root_correction2)
     b1, b2, e, wd = t(beta1), t(beta2), t(eps), t(decay)
     shrink = one - t(lr) * wd
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         x = p[i]
         d = g[i]
         if decoupled:
@@ -50,11 +69,11 @@ def adam(p, g, m, v, out, lr, beta1, beta2, eps, decay, decoupled, correction1, 
         vi = b2 * v[i] + (one - b2) * d * d
         m[i] = mi
         v[i] = vi
-        out[i] = x - step * mi / (np.sqrt(vi) / rc2 + e)
+        p[i] = x - step * mi / (np.sqrt(vi) / rc2 + e)
 
 
-@pjit
-def rmsprop(p, g, square, grad_avg, buf, out, lr, alpha, eps, decay, momentum):
+@jit
+def _rmsprop(p, g, square, grad_avg, buf, lr, alpha, eps, decay, momentum):
     """RMSprop: ``v = α v + (1-α) g²``; centered when ``grad_avg`` is non-empty
     (``avg = sqrt(max(v - ḡ², 0)) + eps``, the max guarding against rounding), else
     ``avg = sqrt(v) + eps``; with momentum ``buf = μ buf + g/avg; p -= lr·buf``, else
@@ -64,7 +83,7 @@ def rmsprop(p, g, square, grad_avg, buf, out, lr, alpha, eps, decay, momentum):
     lr, a, e, wd, mu = t(lr), t(alpha), t(eps), t(decay), t(momentum)
     centered = grad_avg.shape[0] > 0
     use_momentum = buf.shape[0] > 0
-    for i in prange(p.shape[0]):
+    for i in range(p.shape[0]):
         d = g[i] + wd * p[i]
         sq = a * square[i] + (one - a) * d * d
         square[i] = sq
@@ -77,6 +96,34 @@ def rmsprop(p, g, square, grad_avg, buf, out, lr, alpha, eps, decay, momentum):
         if use_momentum:
             b = mu * buf[i] + d / avg
             buf[i] = b
-            out[i] = p[i] - lr * b
+            p[i] = p[i] - lr * b
         else:
-            out[i] = p[i] - lr * d / avg
+            p[i] = p[i] - lr * d / avg
+
+
+@pjit
+def _sgd_blocks(p, g, buf, lr, momentum, decay, first):
+    for blk in prange(BLOCKS):
+        lo, hi = span(blk, BLOCKS, p.shape[0])
+        _sgd(p[lo:hi], g[lo:hi], buf[lo:hi], lr, momentum, decay, first)
+
+
+@pjit
+def _adam_blocks(p, g, m, v, lr, beta1, beta2, eps, decay, decoupled, correction1, root_correction2):
+    for blk in prange(BLOCKS):
+        lo, hi = span(blk, BLOCKS, p.shape[0])
+        _adam(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr, beta1, beta2, eps, decay, decoupled,
+              correction1, root_correction2)
+
+
+@pjit
+def _rmsprop_blocks(p, g, square, grad_avg, buf, lr, alpha, eps, decay, momentum):
+    for blk in prange(BLOCKS):
+        lo, hi = span(blk, BLOCKS, p.shape[0])
+        _rmsprop(p[lo:hi], g[lo:hi], square[lo:hi], grad_avg[lo:hi], buf[lo:hi], lr, alpha, eps, decay,
+                 momentum)
+
+
+sgd = _by_size(_sgd, _sgd_blocks)
+adam = _by_size(_adam, _adam_blocks)
+rmsprop = _by_size(_rmsprop, _rmsprop_blocks)
