@@ -19,8 +19,10 @@ from numba import prange
 from ._config import BLOCKS, jit, pjit, span
 
 # arrays at least this long are updated one block per thread (measured, plain SGD: 16,384
-# elements 3.2 us serial, 6.0 us in blocks; 65,536: 12.2 against 10.6 us; 401,408: 147 against 40)
-PARALLEL_MIN = 65536
+# elements 3.2 us serial, 6.0 us in blocks; 98,000: 14.6 against 11.5 us; 401,408: 147 against
+# 40). Set above the break-even: below it, 3 us a step does not pay for the second of compilation
+# the block kernel costs.
+PARALLEL_MIN = 131072
 
 
 def _by_size(serial, blocks):
