@@ -1,4 +1,4 @@
-"""One place for how every kernel is compiled.
+"""One place for how every kernel is compiled, and for how parallel kernels split their work.
 
 ``jit`` is for serial kernels, ``pjit`` for kernels with a ``prange``. Both cache their
 machine code on disk (see ``neurons/kernels/__init__.py`` for where, and why the cache folder
@@ -6,6 +6,8 @@ is keyed by the threading settings).
 
 fastmath: reassociation and contraction only. ``nnan``/``ninf`` are left out on purpose, so
 that NaN and inf checks inside kernels keep working.
+
+``BLOCKS`` and ``span``: the blocks a kernel splits its work into, one per configured thread.
 """
 import functools
 

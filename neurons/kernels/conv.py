@@ -8,10 +8,13 @@ latter is the former's input gradient, see ``deconv.py``):
 - ``scatter(dy, k, ..., h, w)``: the adjoint of ``correlate`` in x (its input gradient).
 - ``weight_grad(dy, x, ..., kh, kw)``: the gradient of ``correlate`` in k.
 
-Each has a direct-loop form (every (sample, channel) or kernel element owned by one ``prange``
-iteration, the innermost loop running along a row so it vectorises) and an im2col + GEMM form
-for many channels, where per-sample single-threaded GEMMs run inside the ``prange`` (the caller
-holds BLAS to one thread). ``_strategy`` picks by the size of the reduction.
+Each has a direct-loop form (the innermost loop running along a row so it vectorises) and an
+im2col + GEMM form for many channels, where per-sample single-threaded GEMMs run inside the
+``prange`` (the caller holds BLAS to one thread). ``_strategy`` picks by the size of the
+reduction. The layer's own passes (``conv_forward``, ``conv_backward``) at stride 1 are one
+``prange`` over blocks of samples each, a sample padded (and its dy widened) at a time into
+buffers of the block; the strided forms own a (sample, channel) plane or a kernel element per
+``prange`` iteration.
 """
 import numpy as np
 from numba import prange
