@@ -121,21 +121,22 @@ def test_pure_inplace_and_dtypes(opt, dtype):
 @pytest.mark.parametrize("opt", ALL + [O.SGD(lr=0.01, decay=0.1), O.RMSprop(lr=0.001)],
                          ids=lambda o: o.describe())
 def test_large_arrays_are_updated_in_blocks_with_the_same_bits(opt):
-    # an array of PARALLEL_MIN elements or more goes through the block kernels (one block per
+    # an array of PARALLEL_MIN[...] elements or more goes through the block kernels (one block per
     # thread), smaller ones through the serial kernels: the same array cut into small pieces
     # must come out bit for bit the same, over two steps (so the state is carried too)
     rng = np.random.default_rng(3)
-    n = kopt.PARALLEL_MIN * 2 + 7
+    low, high = min(kopt.PARALLEL_MIN.values()), max(kopt.PARALLEL_MIN.values())
+    n = high * 2 + 7
     p = rng.normal(size=n).astype(np.float32)
     grads = [rng.normal(size=n).astype(np.float32) for _ in range(2)]
-    cut = list(range(0, n, kopt.PARALLEL_MIN // 3)) + [n]
+    cut = list(range(0, n, low // 3)) + [n]
     pieces = lambda a: tuple(a[lo:hi].copy() for lo, hi in zip(cut, cut[1:]))
     whole, parts = (p.copy(),), pieces(p)
     state_whole, state_parts = opt.init(whole), opt.init(parts)
     for g in grads:
         whole, state_whole = opt.update((g,), state_whole, whole)
         parts, state_parts = opt.update(pieces(g), state_parts, parts)
-    assert max(hi - lo for lo, hi in zip(cut, cut[1:])) < kopt.PARALLEL_MIN <= n
+    assert max(hi - lo for lo, hi in zip(cut, cut[1:])) < low and high <= n
     np.testing.assert_array_equal(whole[0], np.concatenate(parts))
 
 

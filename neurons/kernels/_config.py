@@ -7,6 +7,11 @@ is keyed by the threading settings).
 fastmath: reassociation and contraction only. ``nnan``/``ninf`` are left out on purpose, so
 that NaN and inf checks inside kernels keep working.
 
+error_model "numpy": a float division by zero gives inf or NaN, as in NumPy, instead of a
+check that raises ZeroDivisionError. That check keeps LLVM from vectorising any loop that
+divides: a serial Adam update over 98,000 floats took 320 us with it. Parallel loop bodies are
+compiled this way by Numba already; serial kernels now match them.
+
 ``BLOCKS`` and ``span``: the blocks a kernel splits its work into, one per configured thread.
 """
 import functools
@@ -16,12 +21,13 @@ from numba.core import config
 
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 
-jit = functools.partial(numba.njit, cache=True, fastmath=FASTMATH, nogil=True)
+jit = functools.partial(numba.njit, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy")
 # explicit ``prange`` loops only: array expressions and allocations inside a parallel kernel stay
 # serial calls instead of becoming parfors of their own (compiling ``pad`` took 2.1 -> 1.0 s)
 _PRANGE_ONLY = dict(prange=True, comprehension=False, reduction=False, inplace_binop=False, setitem=False,
                     numpy=False, stencil=False, fusion=False)
-pjit = functools.partial(numba.njit, cache=True, fastmath=FASTMATH, nogil=True, parallel=_PRANGE_ONLY)
+pjit = functools.partial(numba.njit, cache=True, fastmath=FASTMATH, nogil=True, error_model="numpy",
+                       parallel=_PRANGE_ONLY)
 
 # One block of work per configured thread where a kernel splits its work into blocks: a
 # compile-time constant (the cache folder is keyed by it), so the blocks, the order of any sums

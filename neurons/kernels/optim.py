@@ -5,10 +5,11 @@ that wants the old params kept passes a copy). In place on purpose: with a separ
 may be ``p`` itself, LLVM guards its vectorised loop with an overlap check, which an output that
 is ``p`` fails, and runs the scalar loop (plain SGD over 98,000 floats: 17 us into another
 array, 65 us in place that way). Scalars that depend on the step count (bias corrections) are
-computed by the caller in float64 and passed in; everything else runs in the arrays' dtype. The formulas are PyTorch's (torch.optim.SGD, Adam, AdamW, RMSprop).
+computed by the caller in float64 and passed in; everything else runs in the arrays' dtype.
+The formulas are PyTorch's (torch.optim.SGD, Adam, AdamW, RMSprop).
 
 Each update is a serial kernel over whatever 1-D range it is given; ``sgd``, ``adam`` and
-``rmsprop`` run it on the whole array when the array is small (below ``PARALLEL_MIN``
+``rmsprop`` run it on the whole array when the array is small (below its ``PARALLEL_MIN``
 elements: a parallel launch costs more than the update, and the parallel kernel is then never
 compiled) and otherwise on one block of the array per thread. Every element is computed the
 same way either way, so the bits do not depend on the path or the thread count.
@@ -18,17 +19,17 @@ from numba import prange
 
 from ._config import BLOCKS, jit, pjit, span
 
-# arrays at least this long are updated one block per thread (measured, plain SGD: 16,384
+# arrays at least this long are updated one block per thread. Measured, plain SGD: 16,384
 # elements 3.2 us serial, 6.0 us in blocks; 98,000: 14.6 against 11.5 us; 401,408: 147 against
-# 40). Set above the break-even: below it, 3 us a step does not pay for the second of compilation
-# the block kernel costs.
-PARALLEL_MIN = 131072
+# 40 (set above the break-even: there 3 us a step does not pay for the second of compilation the
+# block kernel costs). Adam: 16,384 elements 10.3 against 10.5 us; 32,768: 20 against 15.
+PARALLEL_MIN = {"sgd": 131072, "adam": 32768, "rmsprop": 32768}
 
 
-def _by_size(serial, blocks):
-    """``f(p, ...)``: ``serial(p, ...)`` for a small p, else ``blocks(p, ...)``."""
+def _by_size(serial, blocks, minimum):
+    """``f(p, ...)``: ``serial(p, ...)`` for p shorter than ``minimum``, else ``blocks(p, ...)``."""
     def update(p, *args):
-        (serial if p.shape[0] < PARALLEL_MIN else blocks)(p, *args)
+        (serial if p.shape[0] < minimum else blocks)(p, *args)
     update.__doc__ = serial.__doc__
     return update
 
@@ -126,6 +127,6 @@ def _rmsprop_blocks(p, g, square, grad_avg, buf, lr, alpha, eps, decay, momentum
                  momentum)
 
 
-sgd = _by_size(_sgd, _sgd_blocks)
-adam = _by_size(_adam, _adam_blocks)
-rmsprop = _by_size(_rmsprop, _rmsprop_blocks)
+sgd = _by_size(_sgd, _sgd_blocks, PARALLEL_MIN["sgd"])
+adam = _by_size(_adam, _adam_blocks, PARALLEL_MIN["adam"])
+rmsprop = _by_size(_rmsprop, _rmsprop_blocks, PARALLEL_MIN["rmsprop"])
