@@ -19,7 +19,7 @@ buffers of the block; the strided forms own a (sample, channel) plane or a kerne
 import numpy as np
 from numba import prange
 
-from ._config import BLOCKS, jit, pjit
+from ._config import BLOCKS, jit, pjit, span
 from .activations import relu_backward, relu_forward
 from .blas import gemm
 
@@ -160,11 +160,11 @@ def _forward_direct_flat(x, k, b, relu, padding, dilation, oh, ow):
     length = oh * wp
     zero = x.dtype.type(0.0)
     blocks = min(BLOCKS, n)
-    per = (n + blocks - 1) // blocks
     for blk in prange(blocks):
         xps = np.empty((c, size), x.dtype)
         acc = np.empty(length, x.dtype)
-        for s in range(blk * per, min(n, (blk + 1) * per)):
+        lo, hi = span(blk, blocks, n)
+        for s in range(lo, hi):
             for ch in range(c):
                 _pad_plane(x[s, ch], xps[ch], padding[0], padding[1])
             for q in range(f):
@@ -305,11 +305,11 @@ def _backward_direct_flat(dy, relu_y, x, k, padding, dilation, need_dx):
     taps = c * k.shape[2] * k.shape[3]
     dx = np.empty((n if need_dx else 0, c, h, w), dy.dtype)
     blocks = min(BLOCKS, n)
-    per = (n + blocks - 1) // blocks
     partial = np.zeros((blocks, f, taps), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
     for blk in prange(blocks):
-        _backward_direct_block(dy, relu_y, x, k, blk * per, min(n, (blk + 1) * per), padding, dilation, need_dx,
+        lo, hi = span(blk, blocks, n)
+        _backward_direct_block(dy, relu_y, x, k, lo, hi, padding, dilation, need_dx,
                                dx, partial[blk], partial_db[blk])
     return dx, _sum_blocks(partial.reshape(blocks, f * taps)).reshape(k.shape), _sum_blocks(partial_db)
 
@@ -393,10 +393,10 @@ def _correlate_gemm(x, k, stride, padding, dilation, oh, ow):
     k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     y = np.empty((n, f, oh, ow), x.dtype)
     blocks = min(BLOCKS, n)
-    size = (n + blocks - 1) // blocks
     for blk in prange(blocks):
         cols = np.empty((c * kh * kw, oh * ow), x.dtype)
-        for s in range(blk * size, min(n, (blk + 1) * size)):
+        lo, hi = span(blk, blocks, n)
+        for s in range(lo, hi):
             _im2col(xp[s], kh, kw, wp, stride, dilation, oh, ow, cols)
             gemm(False, False, 1.0, k2, cols, 0.0, y[s].reshape(f, oh * ow))
     return y
@@ -410,10 +410,10 @@ def _scatter_gemm(dy, k, stride, padding, dilation, h, w):
     k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
     blocks = min(BLOCKS, n)
-    size = (n + blocks - 1) // blocks
     for blk in prange(blocks):
         cols = np.empty((c * kh * kw, oh * ow), dy.dtype)
-        for s in range(blk * size, min(n, (blk + 1) * size)):
+        lo, hi = span(blk, blocks, n)
+        for s in range(lo, hi):
             gemm(True, False, 1.0, k2, dy[s].reshape(f, oh * ow), 0.0, cols)
             _col2im(cols, dxp[s], kh, kw, wp, stride, dilation, oh, ow)
     return unpad(dxp, h, w, padding[0], padding[1])
@@ -426,11 +426,11 @@ def _weight_grad_gemm(dy, x, stride, padding, dilation, kh, kw):
     wp = w + 2 * padding[1]
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     blocks = min(BLOCKS, n)
-    size = (n + blocks - 1) // blocks
     partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
     for blk in prange(blocks):
         cols = np.empty((c * kh * kw, oh * ow), x.dtype)
-        for s in range(blk * size, min(n, (blk + 1) * size)):
+        lo, hi = span(blk, blocks, n)
+        for s in range(lo, hi):
             _im2col(xp[s], kh, kw, wp, stride, dilation, oh, ow, cols)
             gemm(False, True, 1.0, dy[s].reshape(f, oh * ow), cols, 1.0, partial[blk])
     # a serial sum of the per-block partials, in block order
@@ -485,12 +485,12 @@ def _forward_gemm_flat(x, k, b, relu, padding, dilation, oh, ow):
     y = np.empty((n, f, oh, ow), x.dtype)
     zero = x.dtype.type(0.0)
     blocks = min(BLOCKS, n)
-    per = (n + blocks - 1) // blocks
     for blk in prange(blocks):
         xps = np.empty((c, size), x.dtype)                      # buffers per block, not per sample
         cols = np.empty((c * kh * kw, length), x.dtype)
         out = np.empty((f, length), x.dtype)
-        for s in range(blk * per, min(n, (blk + 1) * per)):
+        lo, hi = span(blk, blocks, n)
+        for s in range(lo, hi):
             for ch in range(c):
                 _pad_plane(x[s, ch], xps[ch], padding[0], padding[1])
             _im2col_flat(xps, kh, kw, wp, dilation, length, cols)
@@ -510,10 +510,10 @@ def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
     dyw = widen(dy, dy[:0], wp)
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
     blocks = min(BLOCKS, n)
-    size = (n + blocks - 1) // blocks
     for blk in prange(blocks):
         cols = np.empty((c * kh * kw, length), dy.dtype)
-        for s in range(blk * size, min(n, (blk + 1) * size)):
+        lo, hi = span(blk, blocks, n)
+        for s in range(lo, hi):
             gemm(True, False, 1.0, k2, dyw[s], 0.0, cols)
             _col2im_flat(cols, dxp[s], kh, kw, wp, dilation, length)
     return unpad(dxp, h, w, padding[0], padding[1])
@@ -564,11 +564,11 @@ def _backward_gemm_flat(dy, relu_y, x, k, padding, dilation, need_dx):
     k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     dx = np.empty((n if need_dx else 0, c, h, w), dy.dtype)
     blocks = min(BLOCKS, n)
-    per = (n + blocks - 1) // blocks
     partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
     for blk in prange(blocks):
-        _backward_block(dy, relu_y, x, k2, blk * per, min(n, (blk + 1) * per), kh, kw, padding, dilation, need_dx,
+        lo, hi = span(blk, blocks, n)
+        _backward_block(dy, relu_y, x, k2, lo, hi, kh, kw, padding, dilation, need_dx,
                         dx, partial[blk], partial_db[blk])
     return dx, _sum_blocks(partial.reshape(blocks, f * c * kh * kw)).reshape(f, c, kh, kw), _sum_blocks(partial_db)
 

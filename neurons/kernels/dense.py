@@ -50,22 +50,16 @@ def _backward_block(dz, x, w, need_dx, dx, dw, db, c, count):
 
 
 @pjit
-def _forward(x, w, b, count):
-    z = np.empty((x.shape[0], w.shape[0]), x.dtype)
+def _forward(x, w, b, z, count):
     for c in prange(count):
         lo, hi = span(c, count, w.shape[0])
         _forward_block(x, w, b, z, lo, hi)
-    return z
 
 
 @pjit
-def _backward(dz, x, w, need_dx, count):
-    dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
-    dw = np.empty(w.shape, x.dtype)
-    db = np.empty(w.shape[0], x.dtype)
+def _backward(dz, x, w, need_dx, dx, dw, db, count):
     for c in prange(count):
         _backward_block(dz, x, w, need_dx, dx, dw, db, c, count)
-    return dx, dw, db
 
 
 def _blocks(n, units, fan_in):
@@ -76,11 +70,12 @@ def _blocks(n, units, fan_in):
 def dense_forward(x, w, b):
     """x (N, in), w (units, in), b (units,) or (0,) for no bias -> z (N, units)."""
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    z = np.empty((x.shape[0], w.shape[0]), x.dtype)
     count = min(_blocks(x.shape[0], w.shape[0], x.shape[1]), w.shape[0])
     if count > 1:
-        return _forward(x, w, b, count)
-    z = np.empty((x.shape[0], w.shape[0]), x.dtype)
-    _forward_block(x, w, b, z, 0, w.shape[0])
+        _forward(x, w, b, z, count)
+    else:
+        _forward_block(x, w, b, z, 0, w.shape[0])
     return z
 
 
@@ -91,11 +86,11 @@ def dense_backward(dz, x, w, need_dx):
     """
     c = np.ascontiguousarray
     dz, x, w = c(dz), c(x), c(w)
+    dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
+    dw, db = np.empty(w.shape, x.dtype), np.empty(w.shape[0], x.dtype)
     count = _blocks(dz.shape[0], dz.shape[1], x.shape[1])
     if count > 1:
-        dx, dw, db = _backward(dz, x, w, need_dx, count)
+        _backward(dz, x, w, need_dx, dx, dw, db, count)
     else:
-        dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
-        dw, db = np.empty(w.shape, x.dtype), np.empty(w.shape[0], x.dtype)
         _backward_block(dz, x, w, need_dx, dx, dw, db, 0, 1)
     return (dx if need_dx else None), dw, db
