@@ -6,11 +6,13 @@ products are split into one block of output columns per Numba thread, each block
 single-threaded GEMM that owns its slice of the output. Small products run as one block,
 called straight from Python: a parallel kernel's launch costs microseconds (more when a core is
 busy elsewhere) and its compilation seconds, for nothing on a product this small. The block
-count is an argument, not a compile-time choice, so each kernel compiles once per dtype.
+count is an argument, not a compile-time choice, so each kernel compiles once per dtype. The
+blocks' parallel loops are ``_blocks.py``'s: each block a serial function called by address.
 """
 import numpy as np
 from numba import prange
 
+from ._blocks import address, call_block, run
 from ._config import BLOCKS, jit, pjit, span
 from .blas import gemm
 
@@ -19,8 +21,9 @@ SPLIT = 200_000
 
 
 @jit
-def _forward_block(x, w, b, z, lo, hi):
-    """Units lo..hi-1 of ``z``."""
+def _forward_body(blk, blocks, x, w, b, z):
+    """Block ``blk`` of ``blocks``: its units of ``z``."""
+    lo, hi = span(blk, blocks, w.shape[0])
     if lo < hi:
         zb = z[:, lo:hi]
         gemm(False, True, 1.0, x, w[lo:hi], 0.0, zb)
@@ -32,9 +35,9 @@ def _forward_block(x, w, b, z, lo, hi):
 
 
 @jit
-def _backward_block(dz, x, w, need_dx, dx, dw, db, c, count):
-    """Block ``c`` of ``count``: dw and db for its units, dx for its input columns."""
-    lo, hi = span(c, count, dz.shape[1])
+def _backward_body(blk, blocks, dz, x, w, need_dx, dx, dw, db):
+    """Block ``blk`` of ``blocks``: dw and db for its units, dx for its input columns."""
+    lo, hi = span(blk, blocks, dz.shape[1])
     if lo < hi:
         gemm(True, False, 1.0, dz[:, lo:hi], x, 0.0, dw[lo:hi])
         for j in range(lo, hi):
@@ -44,22 +47,23 @@ def _backward_block(dz, x, w, need_dx, dx, dw, db, c, count):
             for j in range(lo, hi):
                 db[j] += row[j]
     if need_dx:
-        lo, hi = span(c, count, x.shape[1])
+        lo, hi = span(blk, blocks, x.shape[1])
         if lo < hi:
             gemm(False, False, 1.0, dz, w[:, lo:hi], 0.0, dx[:, lo:hi])
 
 
 @pjit
-def _forward(x, w, b, z, count):
-    for c in prange(count):
-        lo, hi = span(c, count, w.shape[0])
-        _forward_block(x, w, b, z, lo, hi)
+def _forward_each(blocks, args):
+    addr = address(_forward_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
 
 
 @pjit
-def _backward(dz, x, w, need_dx, dx, dw, db, count):
-    for c in prange(count):
-        _backward_block(dz, x, w, need_dx, dx, dw, db, c, count)
+def _backward_each(blocks, args):
+    addr = address(_backward_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
 
 
 def _blocks(n, units, fan_in):
@@ -71,11 +75,8 @@ def dense_forward(x, w, b):
     """x (N, in), w (units, in), b (units,) or (0,) for no bias -> z (N, units)."""
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     z = np.empty((x.shape[0], w.shape[0]), x.dtype)
-    count = min(_blocks(x.shape[0], w.shape[0], x.shape[1]), w.shape[0])
-    if count > 1:
-        _forward(x, w, b, z, count)
-    else:
-        _forward_block(x, w, b, z, 0, w.shape[0])
+    blocks = min(_blocks(x.shape[0], w.shape[0], x.shape[1]), w.shape[0])
+    run(_forward_each, _forward_body, blocks, (blocks, x, w, b, z))
     return z
 
 
@@ -88,9 +89,6 @@ def dense_backward(dz, x, w, need_dx):
     dz, x, w = c(dz), c(x), c(w)
     dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
     dw, db = np.empty(w.shape, x.dtype), np.empty(w.shape[0], x.dtype)
-    count = _blocks(dz.shape[0], dz.shape[1], x.shape[1])
-    if count > 1:
-        _backward(dz, x, w, need_dx, dx, dw, db, count)
-    else:
-        _backward_block(dz, x, w, need_dx, dx, dw, db, 0, 1)
+    blocks = _blocks(dz.shape[0], dz.shape[1], x.shape[1])
+    run(_backward_each, _backward_body, blocks, (blocks, dz, x, w, bool(need_dx), dx, dw, db))
     return (dx if need_dx else None), dw, db

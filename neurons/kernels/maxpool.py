@@ -13,13 +13,17 @@ indexes with unsigned integers, so Numba adds no negative-index checks to its lo
 import numpy as np
 from numba import prange
 
-from ._config import jit, pjit
+from ._blocks import address, call_block, run
+from ._config import BLOCKS, jit, pjit, span
+
+# below this many input elements a pass runs as one block, without the thread pool
+PARALLEL_MIN = 16384
 
 
 def maxpool_forward(x, kernel, stride):
     """x (N, C, H, W) -> ``(y, arg)``: y (N, C, H', W'), arg int32 of y's shape."""
     if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
-        return _forward_2x2(x)
+        return _forward_2x2(np.ascontiguousarray(x))
     return _forward_any(x, kernel, stride)
 
 
@@ -30,13 +34,15 @@ def _planes(x, oh, ow):
     return x.reshape(n * c, h * w), np.empty((n * c, oh * ow), x.dtype), np.empty((n * c, oh * ow), np.int32)
 
 
-@pjit
-def _forward_2x2(x):
+@jit
+def _forward_2x2_body(blk, blocks, x, y, arg):
+    """Planes of block ``blk`` (of the N·C planes)."""
     n, c, h, w = x.shape
-    oh, ow = h // 2, w // 2
-    flat, y, arg = _planes(x, oh, ow)
-    for nc in prange(n * c):
-        plane, y_plane, arg_plane = flat[nc], y[nc], arg[nc]
+    oh, ow = y.shape[2], y.shape[3]
+    flat, y_flat, arg_flat = x.reshape(n * c, h * w), y.reshape(n * c, oh * ow), arg.reshape(n * c, oh * ow)
+    lo, hi = span(blk, blocks, n * c)
+    for nc in range(lo, hi):
+        plane, y_plane, arg_plane = flat[nc], y_flat[nc], arg_flat[nc]
         for a in range(oh):
             top, bottom = plane[2 * a * w:2 * a * w + w], plane[(2 * a + 1) * w:(2 * a + 1) * w + w]
             y_row, arg_row = y_plane[a * ow:a * ow + ow], arg_plane[a * ow:a * ow + ow]
@@ -50,7 +56,27 @@ def _forward_2x2(x):
                     best, at = bottom[2 * b + 1], w + 1
                 y_row[b] = best
                 arg_row[b] = 2 * a * w + 2 * b + at
-    return y.reshape(n, c, oh, ow), arg.reshape(n, c, oh, ow)
+
+
+@pjit
+def _forward_2x2_each(blocks, args):
+    addr = address(_forward_2x2_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
+
+
+def _forward_2x2(x):
+    n, c, h, w = x.shape
+    y = np.empty((n, c, h // 2, w // 2), x.dtype)
+    arg = np.empty(y.shape, np.int32)
+    blocks = _blocks(x)
+    run(_forward_2x2_each, _forward_2x2_body, blocks, (blocks, x, y, arg))
+    return y, arg
+
+
+def _blocks(x):
+    """One block of planes per thread, or one block below ``PARALLEL_MIN`` elements."""
+    return min(BLOCKS, x.shape[0] * x.shape[1]) if x.size >= PARALLEL_MIN else 1
 
 
 @pjit
@@ -81,19 +107,22 @@ def maxpool_backward(dy, arg, hw, kernel=None, stride=None):
     """dy (N, C, H', W'), arg from the forward pass, hw = (H, W) -> dx (N, C, H, W). Given the
     forward pass's kernel and stride, the 2 x 2 / stride 2 case writes dx in one pass."""
     if kernel is not None and tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
-        return _backward_2x2(dy, arg, hw[0], hw[1])
+        return _backward_2x2(np.ascontiguousarray(dy), np.ascontiguousarray(arg), hw[0], hw[1])
     return _backward_any(dy, arg, hw)
 
 
-@pjit
-def _backward_2x2(dy, arg, h, w):
-    """Windows that do not overlap: every element of dx is written once, no zero fill first."""
+@jit
+def _backward_2x2_body(blk, blocks, dy, arg, dx):
+    """Planes of block ``blk``: windows that do not overlap, so every element of dx is written
+    once, with no zero fill first."""
     n, c, oh, ow = dy.shape
-    dx = np.empty((n, c, h * w), dy.dtype)
+    h, w = dx.shape[2], dx.shape[3]
+    flat = dx.reshape(n * c, h * w)
     zero = dy.dtype.type(0.0)
-    for nc in prange(n * c):
+    lo, hi = span(blk, blocks, n * c)
+    for nc in range(lo, hi):
         s, ch = nc // c, nc % c
-        plane = dx[s, ch]
+        plane = flat[nc]
         for a in range(oh):
             g, idx = dy[s, ch, a], arg[s, ch, a]
             top, bottom = plane[2 * a * w:2 * a * w + w], plane[(2 * a + 1) * w:(2 * a + 1) * w + w]
@@ -108,7 +137,21 @@ def _backward_2x2(dy, arg, h, w):
                 bottom[b] = zero
         for t in range(2 * oh * w, h * w):      # an odd height's last row
             plane[t] = zero
-    return dx.reshape(n, c, h, w)
+
+
+@pjit
+def _backward_2x2_each(blocks, args):
+    addr = address(_backward_2x2_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
+
+
+def _backward_2x2(dy, arg, h, w):
+    n, c = dy.shape[0], dy.shape[1]
+    dx = np.empty((n, c, h, w), dy.dtype)
+    blocks = _blocks(dx)
+    run(_backward_2x2_each, _backward_2x2_body, blocks, (blocks, dy, arg, dx))
+    return dx
 
 
 @pjit

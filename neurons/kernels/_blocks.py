@@ -1,0 +1,126 @@
+"""Parallel loops whose body is a serial kernel called through its address.
+
+A kernel that splits its work into blocks is written as three pieces (see ``conv.py``):
+
+- ``body(blk, *args)``: a ``jit`` function doing block ``blk``'s share (arrays and scalars only);
+- its parallel loop, four lines::
+
+      @pjit
+      def _x_each(blocks, args):
+          addr = address(_x_body, args)
+          for blk in prange(blocks):
+              call_block(addr, blk, args)
+
+- and plain Python that allocates the outputs and calls ``run(_x_each, _x_body, blocks, args)``.
+
+Why: Numba compiles a ``prange`` kernel as two functions (the kernel and its outlined loop body)
+and links every function they call into both, optimising and emitting the callees' machine code
+again in each: the one-pass convolution backward compiled in about 8 s as a parallel kernel.
+Called through its address, a body is compiled once, as the plain serial function it is, and is
+never linked into anything; the loop around it is a few indirect calls and compiles in well under
+a second. With one block (small work) ``run`` calls the body straight from Python, and no
+parallel code is compiled or launched at all.
+
+The address is looked up at run time, once per process and call site, and then kept in a global
+of the compiled loop; it is never baked into machine code, so the loops still go into the on-disk
+cache. A body must live in the same file as its loop: Numba checks a cached function against its
+own file only, and a loop built for one version of a body's arguments must not call another.
+"""
+import importlib
+
+from llvmlite import ir
+from numba import prange, types  # noqa: F401  (prange: used by the loops this module describes)
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+
+def run(each, body, blocks, args):
+    """``body(blk, *args)`` for every ``blk`` in ``range(blocks)``: one block per thread through
+    ``each`` (the body's parallel loop), or one call to ``body`` when there is a single block."""
+    if blocks > 1:
+        each(blocks, args)
+    else:
+        body(0, *args)
+
+
+def _jit_address(module, name, signature):
+    """Where the machine code of ``module.name`` compiled for ``signature`` starts (compiling it,
+    or loading it from the cache, first if this process has not yet)."""
+    result = getattr(importlib.import_module(module), name).get_compile_result(signature)
+    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+
+
+def _print_error(pyapi):
+    pyapi.builder.call(pyapi._get_function(ir.FunctionType(ir.VoidType(), []), name="PyErr_Print"), [])
+
+
+def _body_signature(args):
+    return types.none(types.intp, *args.types)
+
+
+@intrinsic
+def address(typingctx, body, args):
+    """The address of ``body`` (a ``jit`` function taking ``(blk, *args)``) compiled for the types
+    of ``args``, a tuple of arrays and scalars. If it cannot be had, the calling kernel raises
+    RuntimeError (after printing why)."""
+    if not isinstance(body, types.Dispatcher) or not isinstance(args, types.BaseTuple):
+        return None
+    if any(isinstance(t, types.BaseTuple) for t in args.types):
+        raise TypingError("a block function's arguments must be arrays and scalars, not tuples")
+    signature = _body_signature(args)
+    body.dispatcher.get_compile_result(signature)          # compile it now, with its loop
+    module, name = body.dispatcher.py_func.__module__, body.dispatcher.py_func.__name__
+
+    def codegen(context, builder, sig, llargs):
+        voidptr = cgutils.voidptr_t
+        slot = cgutils.add_global_variable(builder.module, voidptr, "neurons.block." + name)
+        slot.linkage = "internal"
+        slot.initializer = ir.Constant(voidptr, None)
+        with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
+            pyapi = context.get_python_api(builder)
+
+            def text(value):
+                return pyapi.string_from_string(context.insert_const_string(builder.module, value))
+
+            gil = pyapi.gil_ensure()
+            mod = pyapi.import_module(context.insert_const_string(builder.module, __name__))
+            with builder.if_else(cgutils.is_null(builder, mod), likely=False) as (failed, ok):
+                with failed:
+                    _print_error(pyapi)
+                with ok:
+                    lookup = pyapi.object_getattr_string(mod, "_jit_address")
+                    name_mod, name_fn = text(module), text(name)
+                    sig_obj = pyapi.unserialize(pyapi.serialize_object(signature))
+                    result = pyapi.call_function_objargs(lookup, (name_mod, name_fn, sig_obj))
+                    for obj in (lookup, name_mod, name_fn, sig_obj, mod):
+                        pyapi.decref(obj)
+                    with builder.if_else(cgutils.is_null(builder, result), likely=False) as (bad, good):
+                        with bad:
+                            _print_error(pyapi)
+                        with good:
+                            builder.store(pyapi.long_as_voidptr(result), slot)
+                            pyapi.decref(result)
+            pyapi.gil_release(gil)
+            with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
+                context.call_conv.return_user_exc(builder, RuntimeError, (f"no machine code for {module}.{name}",))
+        return builder.ptrtoint(builder.load(slot), context.get_value_type(types.intp))
+
+    return types.intp(body, args), codegen
+
+
+@intrinsic
+def call_block(typingctx, addr, blk, args):
+    """``body(blk, *args)`` for the body at ``addr`` (from ``address(body, args)``)."""
+    signature = _body_signature(args)
+
+    def codegen(context, builder, sig, llargs):
+        addr_v, blk_v, tup = llargs
+        values = [context.cast(builder, blk_v, sig.args[1], types.intp)]
+        values += [builder.extract_value(tup, i) for i in range(len(args.types))]
+        fnty = context.call_conv.get_function_type(types.none, signature.args)
+        fn = builder.inttoptr(addr_v, fnty.as_pointer())
+        context.call_conv.call_function(builder, fn, types.none, signature.args, values)
+        return context.get_dummy_value()
+
+    return types.none(addr, blk, args), codegen
