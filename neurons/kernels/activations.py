@@ -17,6 +17,7 @@ exactly where ``z > 0``; the others are functions of ``y``.
 import numpy as np
 from numba import prange
 
+from ._blocks import address, call_block, run
 from ._config import BLOCKS, jit, pjit, span
 
 LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = 0, 1, 2, 3, 4, 5
@@ -165,18 +166,30 @@ def _backward_rows(dy, y, dz, code):
         _softmax_backward(dy, y, dz)
 
 
-@pjit
-def _forward_blocks(z, y, code):
-    for blk in prange(BLOCKS):
-        lo, hi = span(blk, BLOCKS, z.shape[0])
-        _forward_rows(z[lo:hi], y[lo:hi], code)
+@jit
+def _forward_body(blk, blocks, z, y, code):
+    lo, hi = span(blk, blocks, z.shape[0])
+    _forward_rows(z[lo:hi], y[lo:hi], code)
 
 
 @pjit
-def _backward_blocks(dy, y, dz, code):
-    for blk in prange(BLOCKS):
-        lo, hi = span(blk, BLOCKS, dy.shape[0])
-        _backward_rows(dy[lo:hi], y[lo:hi], dz[lo:hi], code)
+def _forward_each(blocks, args):
+    addr = address(_forward_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
+
+
+@jit
+def _backward_body(blk, blocks, dy, y, dz, code):
+    lo, hi = span(blk, blocks, dy.shape[0])
+    _backward_rows(dy[lo:hi], y[lo:hi], dz[lo:hi], code)
+
+
+@pjit
+def _backward_each(blocks, args):
+    addr = address(_backward_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
 
 
 def activation_forward(z, code):
@@ -187,7 +200,7 @@ def activation_forward(z, code):
     if z.size < PARALLEL_MIN:
         FORWARD[code](z, y)
     else:
-        _forward_blocks(z, y, code)
+        run(_forward_each, _forward_body, BLOCKS, (BLOCKS, z, y, code))
     return y
 
 
@@ -199,7 +212,7 @@ def activation_backward(dy, y, code):
     if dy.size < PARALLEL_MIN:
         BACKWARD[code](dy, y, dz)
     else:
-        _backward_blocks(dy, y, dz, code)
+        run(_backward_each, _backward_body, BLOCKS, (BLOCKS, dy, y, dz, code))
     return dz
 
 

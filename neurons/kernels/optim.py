@@ -17,6 +17,7 @@ same way either way, so the bits do not depend on the path or the thread count.
 import numpy as np
 from numba import prange
 
+from ._blocks import address, call_block, run
 from ._config import BLOCKS, jit, pjit, span
 
 # arrays at least this long are updated one block per thread. Measured, plain SGD: 16,384
@@ -26,10 +27,14 @@ from ._config import BLOCKS, jit, pjit, span
 PARALLEL_MIN = {"sgd": 131072, "adam": 32768, "rmsprop": 32768}
 
 
-def _by_size(serial, blocks, minimum):
-    """``f(p, ...)``: ``serial(p, ...)`` for p shorter than ``minimum``, else ``blocks(p, ...)``."""
+def _by_size(serial, each, body, minimum):
+    """``f(p, ...)``: ``serial(p, ...)`` for p shorter than ``minimum``, else ``body`` over one
+    block of p per thread."""
     def update(p, *args):
-        (serial if p.shape[0] < minimum else blocks)(p, *args)
+        if p.shape[0] < minimum:
+            serial(p, *args)
+        else:
+            run(each, body, BLOCKS, (BLOCKS, p) + args)
     update.__doc__ = serial.__doc__
     return update
 
@@ -104,29 +109,47 @@ def _rmsprop(p, g, square, grad_avg, buf, lr, alpha, eps, decay, momentum):
             p[i] = p[i] - lr * d / avg
 
 
-@pjit
-def _sgd_blocks(p, g, buf, lr, momentum, decay, first):
-    for blk in prange(BLOCKS):
-        lo, hi = span(blk, BLOCKS, p.shape[0])
-        _sgd(p[lo:hi], g[lo:hi], buf[lo:hi], lr, momentum, decay, first)
+@jit
+def _sgd_body(blk, blocks, p, g, buf, lr, momentum, decay, first):
+    lo, hi = span(blk, blocks, p.shape[0])
+    _sgd(p[lo:hi], g[lo:hi], buf[lo:hi], lr, momentum, decay, first)
 
 
 @pjit
-def _adam_blocks(p, g, m, v, lr, beta1, beta2, eps, decay, decoupled, correction1, root_correction2):
-    for blk in prange(BLOCKS):
-        lo, hi = span(blk, BLOCKS, p.shape[0])
-        _adam(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr, beta1, beta2, eps, decay, decoupled,
-              correction1, root_correction2)
+def _sgd_each(blocks, args):
+    addr = address(_sgd_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
+
+
+@jit
+def _adam_body(blk, blocks, p, g, m, v, lr, beta1, beta2, eps, decay, decoupled, correction1, root_correction2):
+    lo, hi = span(blk, blocks, p.shape[0])
+    _adam(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], lr, beta1, beta2, eps, decay, decoupled, correction1,
+          root_correction2)
 
 
 @pjit
-def _rmsprop_blocks(p, g, square, grad_avg, buf, lr, alpha, eps, decay, momentum):
-    for blk in prange(BLOCKS):
-        lo, hi = span(blk, BLOCKS, p.shape[0])
-        _rmsprop(p[lo:hi], g[lo:hi], square[lo:hi], grad_avg[lo:hi], buf[lo:hi], lr, alpha, eps, decay,
-                 momentum)
+def _adam_each(blocks, args):
+    addr = address(_adam_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
 
 
-sgd = _by_size(_sgd, _sgd_blocks, PARALLEL_MIN["sgd"])
-adam = _by_size(_adam, _adam_blocks, PARALLEL_MIN["adam"])
-rmsprop = _by_size(_rmsprop, _rmsprop_blocks, PARALLEL_MIN["rmsprop"])
+@jit
+def _rmsprop_body(blk, blocks, p, g, square, grad_avg, buf, lr, alpha, eps, decay, momentum):
+    lo, hi = span(blk, blocks, p.shape[0])
+    _rmsprop(p[lo:hi], g[lo:hi], square[lo:hi], grad_avg[lo:hi],
+             buf[lo:hi], lr, alpha, eps, decay, momentum)
+
+
+@pjit
+def _rmsprop_each(blocks, args):
+    addr = address(_rmsprop_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
+
+
+sgd = _by_size(_sgd, _sgd_each, _sgd_body, PARALLEL_MIN["sgd"])
+adam = _by_size(_adam, _adam_each, _adam_body, PARALLEL_MIN["adam"])
+rmsprop = _by_size(_rmsprop, _rmsprop_each, _rmsprop_body, PARALLEL_MIN["rmsprop"])
