@@ -203,6 +203,20 @@ def test_dropout_masks(dtype):
     np.testing.assert_array_equal(kdrop.dropout_backward(dy, mask), dy * mask)
 
 
+def test_a_large_dropout_runs_in_blocks_with_the_same_masks():
+    """Above PARALLEL_MIN the mask is drawn one block per thread: element i's mask is the same
+    as in a short array (it depends on (seed, i) only), and so is the backward product."""
+    n = kdrop.PARALLEL_MIN + 1001
+    x = np.random.default_rng(3).normal(size=n).astype(np.float32)
+    y, mask = kdrop.dropout_forward(x, 0.3, 99)
+    y_short, mask_short = kdrop.dropout_forward(x[:1000], 0.3, 99)
+    np.testing.assert_array_equal(mask[:1000], mask_short)
+    np.testing.assert_array_equal(y[:1000], y_short)
+    np.testing.assert_array_equal(y, x * mask)
+    assert abs((mask[-1000:] > 0).mean() - 0.7) < 0.06          # the last block was drawn too
+    np.testing.assert_array_equal(kdrop.dropout_backward(x, mask), x * mask)
+
+
 def test_parallel_kernels_equal_one_thread_run():
     rng = np.random.default_rng(5)
     z = rng.normal(size=(64, 33))

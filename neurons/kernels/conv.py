@@ -12,9 +12,10 @@ Each has a direct-loop form (the innermost loop running along a row so it vector
 im2col + GEMM form for many channels, where per-sample single-threaded GEMMs run inside the
 ``prange`` (the caller holds BLAS to one thread). ``_strategy`` picks by the size of the
 reduction. The layer's own passes (``conv_forward``, ``conv_backward``) at stride 1 are one
-``prange`` over blocks of samples each, a sample padded (and its dy widened) at a time into
-buffers of the block; the strided forms own a (sample, channel) plane or a kernel element per
-``prange`` iteration.
+block of samples per thread, a sample padded (and its dy widened) at a time into buffers of the
+block: each pass a serial ``*_body`` run by ``_blocks.run`` (see ``_blocks.py`` for why: 8 s of
+compilation for the backward as a ``prange`` kernel). The strided forms own a (sample, channel)
+plane or a kernel element per ``prange`` iteration.
 """
 import numpy as np
 from numba import prange

@@ -7,7 +7,11 @@ thread that draws it, so results are identical for any thread count.
 import numpy as np
 from numba import prange
 
-from ._config import pjit, jit
+from ._blocks import address, call_block, run
+from ._config import BLOCKS, jit, pjit, span
+
+# below this many elements a pass runs as one block, without the thread pool
+PARALLEL_MIN = 65536
 
 _GAMMA = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -23,28 +27,59 @@ def _uniform(seed, i):
     return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
+@jit
+def _forward_body(blk, blocks, x, rate, seed, y, mask):
+    keep = x.dtype.type(1.0 / (1.0 - rate))
+    lo, hi = span(blk, blocks, x.shape[0])
+    for i in range(lo, hi):
+        m = keep if _uniform(seed, i) >= rate else x.dtype.type(0.0)
+        mask[i] = m
+        y[i] = x[i] * m
+
+
 @pjit
+def _forward_each(blocks, args):
+    addr = address(_forward_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
+
+
+@jit
+def _backward_body(blk, blocks, dy, mask, dx):
+    lo, hi = span(blk, blocks, dy.shape[0])
+    for i in range(lo, hi):
+        dx[i] = dy[i] * mask[i]
+
+
+@pjit
+def _backward_each(blocks, args):
+    addr = address(_backward_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
+
+
+def _blocks(x):
+    """One block per thread, or one block below ``PARALLEL_MIN`` elements."""
+    return BLOCKS if x.shape[0] >= PARALLEL_MIN else 1
+
+
 def dropout_forward(x, rate, seed):
     """Inverted dropout on a flat array ``x`` (any length).
 
     Returns ``(y, mask)``: ``mask`` holds ``0`` for dropped and ``1/(1-rate)`` for kept
     elements (in x's dtype), ``y = x · mask``.
     """
-    n = x.shape[0]
-    y = np.empty_like(x)
-    mask = np.empty_like(x)
-    keep = x.dtype.type(1.0 / (1.0 - rate))
-    for i in prange(n):
-        m = keep if _uniform(seed, i) >= rate else x.dtype.type(0.0)
-        mask[i] = m
-        y[i] = x[i] * m
+    x = np.ascontiguousarray(x)
+    y, mask = np.empty_like(x), np.empty_like(x)
+    blocks = _blocks(x)
+    run(_forward_each, _forward_body, blocks, (blocks, x, float(rate), seed, y, mask))
     return y, mask
 
 
-@pjit
 def dropout_backward(dy, mask):
     """``dx = dy · mask`` (flat arrays)."""
+    dy = np.ascontiguousarray(dy)
     dx = np.empty_like(dy)
-    for i in prange(dy.shape[0]):
-        dx[i] = dy[i] * mask[i]
+    blocks = _blocks(dy)
+    run(_backward_each, _backward_body, blocks, (blocks, dy, np.ascontiguousarray(mask), dx))
     return dx

@@ -8,7 +8,9 @@ The general forward pass is a plain scalar loop per window over the flattened pl
 faster than row slices for every shape tried: 2.5x on 14 x 14 planes, where rows are short).
 The common 2 x 2 window with stride 2 has its own kernel, four compares unrolled over two row
 slices (batch 32: 1238 -> 344 us on 32 x 28 x 28, 557 -> 261 us on 64 x 14 x 14). The scatter
-indexes with unsigned integers, so Numba adds no negative-index checks to its loop.
+indexes with unsigned integers, so Numba adds no negative-index checks to its loop. Each pass
+is one block of planes per thread (a serial ``*_body`` run by ``_blocks.run``), or a single
+block, without the thread pool, below ``PARALLEL_MIN`` input elements.
 """
 import numpy as np
 from numba import prange
@@ -24,14 +26,7 @@ def maxpool_forward(x, kernel, stride):
     """x (N, C, H, W) -> ``(y, arg)``: y (N, C, H', W'), arg int32 of y's shape."""
     if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
         return _forward_2x2(np.ascontiguousarray(x))
-    return _forward_any(x, kernel, stride)
-
-
-@jit
-def _planes(x, oh, ow):
-    """x's planes flattened (N·C, H·W), and y and arg to fill, (N·C, oh·ow) each."""
-    n, c, h, w = x.shape
-    return x.reshape(n * c, h * w), np.empty((n * c, oh * ow), x.dtype), np.empty((n * c, oh * ow), np.int32)
+    return _forward_any(np.ascontiguousarray(x), tuple(kernel), tuple(stride))
 
 
 @jit
@@ -79,15 +74,14 @@ def _blocks(x):
     return min(BLOCKS, x.shape[0] * x.shape[1]) if x.size >= PARALLEL_MIN else 1
 
 
-@pjit
-def _forward_any(x, kernel, stride):
+@jit
+def _forward_any_body(blk, blocks, x, kh, kw, sh, sw, y, arg):
     n, c, h, w = x.shape
-    kh, kw = kernel
-    sh, sw = stride
-    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
-    flat, y, arg = _planes(x, oh, ow)
-    for nc in prange(n * c):
-        plane, best_out, arg_out = flat[nc], y[nc], arg[nc]
+    oh, ow = y.shape[2], y.shape[3]
+    flat, y_flat, arg_flat = x.reshape(n * c, h * w), y.reshape(n * c, oh * ow), arg.reshape(n * c, oh * ow)
+    lo, hi = span(blk, blocks, n * c)
+    for nc in range(lo, hi):
+        plane, best_out, arg_out = flat[nc], y_flat[nc], arg_flat[nc]
         for a in range(oh):
             for b in range(ow):
                 at = a * sh * w + b * sw
@@ -100,7 +94,23 @@ def _forward_any(x, kernel, stride):
                             at = p
                 best_out[a * ow + b] = best
                 arg_out[a * ow + b] = at
-    return y.reshape(n, c, oh, ow), arg.reshape(n, c, oh, ow)
+
+
+@pjit
+def _forward_any_each(blocks, args):
+    addr = address(_forward_any_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
+
+
+def _forward_any(x, kernel, stride):
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw) = kernel, stride
+    y = np.empty((n, c, (h - kh) // sh + 1, (w - kw) // sw + 1), x.dtype)
+    arg = np.empty(y.shape, np.int32)
+    blocks = _blocks(x)
+    run(_forward_any_each, _forward_any_body, blocks, (blocks, x, kh, kw, sh, sw, y, arg))
+    return y, arg
 
 
 def maxpool_backward(dy, arg, hw, kernel=None, stride=None):
@@ -108,7 +118,7 @@ def maxpool_backward(dy, arg, hw, kernel=None, stride=None):
     forward pass's kernel and stride, the 2 x 2 / stride 2 case writes dx in one pass."""
     if kernel is not None and tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
         return _backward_2x2(np.ascontiguousarray(dy), np.ascontiguousarray(arg), hw[0], hw[1])
-    return _backward_any(dy, arg, hw)
+    return _backward_any(np.ascontiguousarray(dy), np.ascontiguousarray(arg), hw)
 
 
 @jit
@@ -154,17 +164,34 @@ def _backward_2x2(dy, arg, h, w):
     return dx
 
 
-@pjit
-def _backward_any(dy, arg, hw):
+@jit
+def _backward_any_body(blk, blocks, dy, arg, dx):
+    """Planes of block ``blk``: each window's gradient added at its maximum (overlapping windows
+    that pick the same element add up)."""
     n, c, oh, ow = dy.shape
-    h, w = hw
-    dx = np.zeros((n, c, h * w), dy.dtype)
-    for nc in prange(n * c):
+    h, w = dx.shape[2], dx.shape[3]
+    flat = dx.reshape(n * c, h * w)
+    lo, hi = span(blk, blocks, n * c)
+    for nc in range(lo, hi):
         s, ch = nc // c, nc % c
-        flat = dx[s, ch]
+        plane = flat[nc]
+        plane[:] = dy.dtype.type(0.0)
         for a in range(oh):
             g = dy[s, ch, a]
             idx = arg[s, ch, a]
             for b in range(ow):
-                flat[np.uint32(idx[b])] += g[b]
-    return dx.reshape(n, c, h, w)
+                plane[np.uint32(idx[b])] += g[b]
+
+
+@pjit
+def _backward_any_each(blocks, args):
+    addr = address(_backward_any_body, args)
+    for blk in prange(blocks):
+        call_block(addr, blk, args)
+
+
+def _backward_any(dy, arg, hw):
+    dx = np.empty(dy.shape[:2] + tuple(hw), dy.dtype)
+    blocks = _blocks(dx)
+    run(_backward_any_each, _backward_any_body, blocks, (blocks, dy, arg, dx))
+    return dx
