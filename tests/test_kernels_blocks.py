@@ -7,9 +7,8 @@ import textwrap
 import numba
 import numpy as np
 import pytest
-from numba import prange
 
-from neurons.kernels._blocks import address, call_block, run
+from neurons.kernels._blocks import parallel
 from neurons.kernels._config import BLOCKS
 
 
@@ -21,31 +20,21 @@ def _mark(blk, blocks, out, scale):
         out[i] += scale * (blk + 1)
 
 
-@numba.njit(parallel=True)
-def _mark_each(blocks, args):
-    addr = address(_mark, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_mark_blocks = parallel(_mark)
 
 
 @pytest.mark.parametrize("blocks", [1, 2, 3, 7])
 def test_every_block_runs_once_with_its_arguments(blocks):
     out = np.zeros(20)
-    run(_mark_each, _mark, blocks, (blocks, out, 0.5))
+    _mark_blocks(blocks, (blocks, out, 0.5))
     step = (20 + blocks - 1) // blocks
     expected = np.array([0.5 * (i // step + 1) for i in range(20)])
     assert np.array_equal(out, expected)
 
 
 def test_a_tuple_argument_is_refused_when_the_loop_compiles():
-    @numba.njit(parallel=True)
-    def each(blocks, args):
-        addr = address(_mark, args)
-        for blk in prange(blocks):
-            call_block(addr, blk, args)
-
     with pytest.raises(numba.core.errors.TypingError, match="arrays and scalars, not tuples"):
-        each(2, (2, np.zeros(4), (1, 2)))
+        _mark_blocks(2, (2, np.zeros(4), (1, 2)))
 
 
 _CHILD = textwrap.dedent("""
@@ -84,6 +73,6 @@ def test_loops_load_from_the_disk_cache_and_find_their_bodies(tmp_path):
         runs.append((done.stdout.split(), np.load(out)))
     assert "_forward_gemm_body" in runs[0][0] and "_backward_gemm_body" in runs[0][0]
     if BLOCKS > 1:
-        assert "_forward_gemm_each" in runs[0][0] and "_backward_gemm_each" in runs[0][0]
+        assert "parallel.<locals>.each" in runs[0][0]
     assert runs[1][0] == []
     assert np.array_equal(runs[0][1], runs[1][1])

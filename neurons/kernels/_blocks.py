@@ -1,47 +1,56 @@
 """Parallel loops whose body is a serial kernel called through its address.
 
-A kernel that splits its work into blocks is written as three pieces (see ``conv.py``):
-
-- ``body(blk, *args)``: a ``jit`` function doing block ``blk``'s share (arrays and scalars only);
-- its parallel loop, four lines::
-
-      @pjit
-      def _x_each(blocks, args):
-          addr = address(_x_body, args)
-          for blk in prange(blocks):
-              call_block(addr, blk, args)
-
-- and plain Python that allocates the outputs and calls ``run(_x_each, _x_body, blocks, args)``.
+A kernel that splits its work into blocks is a ``jit`` function ``body(blk, *args)`` doing block
+``blk``'s share (arrays and scalars only), its loop ``_x_blocks = parallel(_x_body)``, and plain
+Python that allocates the outputs and calls ``_x_blocks(blocks, args)`` (see ``conv.py``).
 
 Why: Numba compiles a ``prange`` kernel as two functions (the kernel and its outlined loop body)
 and links every function they call into both, optimising and emitting the callees' machine code
 again in each: the one-pass convolution backward compiled in about 8 s as a parallel kernel.
 Called through its address, a body is compiled once, as the plain serial function it is, and is
 never linked into anything; the loop around it is a few indirect calls and compiles in well under
-a second. With one block (small work) ``run`` calls the body straight from Python, and no
-parallel code is compiled or launched at all.
+a second. With one block (small work) the body is called straight from Python, and no parallel
+code is compiled or launched at all.
 
-The address is looked up at run time, once per process and call site, and then kept in a global
-of the compiled loop; it is never baked into machine code, so the loops still go into the on-disk
-cache. A body must live in the same file as its loop: Numba checks a cached function against its
-own file only, and a loop built for one version of a body's arguments must not call another.
+The address is looked up at run time, once per process and loop, and then kept in a global of
+the compiled loop; it is never baked into machine code, so the loops still go into the on-disk
+cache. A cached loop depends only on the types of its arguments, which are part of its cache
+key, and on its body's name: a body that changes is recompiled and looked up afresh.
 """
 import importlib
 
 from llvmlite import ir
-from numba import prange, types  # noqa: F401  (prange: used by the loops this module describes)
+from numba import prange, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
+from ._config import pjit
 
-def run(each, body, blocks, args):
-    """``body(blk, *args)`` for every ``blk`` in ``range(blocks)``: one block per thread through
-    ``each`` (the body's parallel loop), or one call to ``body`` when there is a single block."""
-    if blocks > 1:
-        each(blocks, args)
-    else:
-        body(0, *args)
+
+def parallel(body):
+    """``run(blocks, args)``: ``body(blk, *args)`` for every ``blk`` in ``range(blocks)``, one block
+    per thread through a parallel loop made for ``body``, or one call to ``body`` straight from
+    Python when there is a single block (small work: no thread pool, no parallel code compiled).
+
+    The loop names its body by a string, not the function itself: Numba keys a cached closure by
+    its pickled cells, and a pickled function is not the same from one process to the next."""
+    name = f"{body.py_func.__module__}.{body.py_func.__name__}"
+
+    def each(blocks, args):
+        addr = address(name, args)
+        for blk in prange(blocks):
+            call_block(addr, blk, args)
+
+    loop = pjit(each)
+
+    def run(blocks, args):
+        if blocks > 1:
+            loop(blocks, args)
+        else:
+            body(0, *args)
+    run.loop = loop
+    return run
 
 
 def _jit_address(module, name, signature):
@@ -64,6 +73,10 @@ def address(typingctx, body, args):
     """The address of ``body`` (a ``jit`` function taking ``(blk, *args)``) compiled for the types
     of ``args``, a tuple of arrays and scalars. If it cannot be had, the calling kernel raises
     RuntimeError (after printing why)."""
+    given = body
+    if isinstance(body, types.StringLiteral):          # "module.function"
+        module, _, name = body.literal_value.rpartition(".")
+        body = types.Dispatcher(getattr(importlib.import_module(module), name))
     if not isinstance(body, types.Dispatcher) or not isinstance(args, types.BaseTuple):
         return None
     if any(isinstance(t, types.BaseTuple) for t in args.types):
@@ -106,7 +119,7 @@ def address(typingctx, body, args):
                 context.call_conv.return_user_exc(builder, RuntimeError, (f"no machine code for {module}.{name}",))
         return builder.ptrtoint(builder.load(slot), context.get_value_type(types.intp))
 
-    return types.intp(body, args), codegen
+    return types.intp(given, args), codegen
 
 
 @intrinsic

@@ -15,10 +15,9 @@ Backward passes need only the output ``y``: relu and leaky_relu are increasing, 
 exactly where ``z > 0``; the others are functions of ``y``.
 """
 import numpy as np
-from numba import prange
 
-from ._blocks import address, call_block, run
-from ._config import BLOCKS, jit, pjit, span
+from ._blocks import parallel
+from ._config import BLOCKS, jit, span
 
 LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = 0, 1, 2, 3, 4, 5
 SLOPE = 0.01
@@ -172,11 +171,7 @@ def _forward_body(blk, blocks, z, y, code):
     _forward_rows(z[lo:hi], y[lo:hi], code)
 
 
-@pjit
-def _forward_each(blocks, args):
-    addr = address(_forward_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_forward_blocks = parallel(_forward_body)
 
 
 @jit
@@ -185,11 +180,7 @@ def _backward_body(blk, blocks, dy, y, dz, code):
     _backward_rows(dy[lo:hi], y[lo:hi], dz[lo:hi], code)
 
 
-@pjit
-def _backward_each(blocks, args):
-    addr = address(_backward_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_backward_blocks = parallel(_backward_body)
 
 
 def activation_forward(z, code):
@@ -200,7 +191,7 @@ def activation_forward(z, code):
     if z.size < PARALLEL_MIN:
         FORWARD[code](z, y)
     else:
-        run(_forward_each, _forward_body, BLOCKS, (BLOCKS, z, y, code))
+        _forward_blocks(BLOCKS, (BLOCKS, z, y, code))
     return y
 
 
@@ -212,7 +203,7 @@ def activation_backward(dy, y, code):
     if dy.size < PARALLEL_MIN:
         BACKWARD[code](dy, y, dz)
     else:
-        run(_backward_each, _backward_body, BLOCKS, (BLOCKS, dy, y, dz, code))
+        _backward_blocks(BLOCKS, (BLOCKS, dy, y, dz, code))
     return dz
 
 

@@ -13,14 +13,14 @@ im2col + GEMM form for many channels, where per-sample single-threaded GEMMs run
 ``prange`` (the caller holds BLAS to one thread). ``_strategy`` picks by the size of the
 reduction. The layer's own passes (``conv_forward``, ``conv_backward``) at stride 1 are one
 block of samples per thread, a sample padded (and its dy widened) at a time into buffers of the
-block: each pass a serial ``*_body`` run by ``_blocks.run`` (see ``_blocks.py`` for why: 8 s of
+block: each pass a serial ``*_body`` run by ``_blocks.parallel`` (see ``_blocks.py`` for why: 8 s of
 compilation for the backward as a ``prange`` kernel). The strided forms own a (sample, channel)
 plane or a kernel element per ``prange`` iteration.
 """
 import numpy as np
 from numba import prange
 
-from ._blocks import address, call_block, run
+from ._blocks import parallel
 from ._config import BLOCKS, jit, pjit, span
 from .activations import relu_backward, relu_forward
 from .blas import gemm
@@ -178,22 +178,18 @@ def _forward_direct_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
             _copy_out(acc, y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
 
 
-@pjit
-def _forward_direct_each(blocks, args):
-    addr = address(_forward_direct_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_forward_direct_blocks = parallel(_forward_direct_body)
 
 
 def _forward_direct_flat(x, k, b, relu, padding, dilation, oh, ow):
     """A stride-1 convolution by direct loops: y (N, F, oh, ow), one block of samples per thread."""
-    return _forward_blocks(_forward_direct_each, _forward_direct_body, x, k, b, relu, padding, dilation, oh, ow)
+    return _forward_blocks(_forward_direct_blocks, x, k, b, relu, padding, dilation, oh, ow)
 
 
-def _forward_blocks(each, body, x, k, b, relu, padding, dilation, oh, ow):
+def _forward_blocks(loop, x, k, b, relu, padding, dilation, oh, ow):
     y = np.empty((x.shape[0], k.shape[0], oh, ow), x.dtype)
     blocks = min(BLOCKS, x.shape[0])
-    run(each, body, blocks, (blocks, x, k, b, bool(relu), padding[0], padding[1], dilation[0], dilation[1], y))
+    loop(blocks, (blocks, x, k, b, bool(relu), padding[0], padding[1], dilation[0], dilation[1], y))
     return y
 
 
@@ -311,11 +307,7 @@ def _backward_direct_body(blk, blocks, dy, relu_y, x, k, ph, pw, dh, dw, need_dx
                 _unpad_plane(dxps[ch], dx[s, ch], ph, pw)
 
 
-@pjit
-def _backward_direct_each(blocks, args):
-    addr = address(_backward_direct_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_backward_direct_blocks = parallel(_backward_direct_body)
 
 
 def _backward_direct_flat(dy, relu_y, x, k, padding, dilation, need_dx):
@@ -323,18 +315,18 @@ def _backward_direct_flat(dy, relu_y, x, k, padding, dilation, need_dx):
     sample's dy widened once (through the ReLU when ``relu_y`` is not empty) for all three; dx is
     empty (0, C, H, W) unless ``need_dx``. One block of samples per thread, each adding into dk
     and db partials of its own, summed in block order after it."""
-    return _backward_one_pass(_backward_direct_each, _backward_direct_body, dy, relu_y, x, k, padding, dilation,
+    return _backward_one_pass(_backward_direct_blocks, dy, relu_y, x, k, padding, dilation,
                               need_dx)
 
 
-def _backward_one_pass(each, body, dy, relu_y, x, k, padding, dilation, need_dx):
+def _backward_one_pass(loop, dy, relu_y, x, k, padding, dilation, need_dx):
     n, f = dy.shape[0], dy.shape[1]
     taps = k.shape[1] * k.shape[2] * k.shape[3]
     dx = np.empty((n if need_dx else 0,) + x.shape[1:], dy.dtype)
     blocks = min(BLOCKS, n)
     partial = np.zeros((blocks, f, taps), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
-    run(each, body, blocks, (blocks, dy, relu_y, x, k, padding[0], padding[1], dilation[0], dilation[1],
+    loop(blocks, (blocks, dy, relu_y, x, k, padding[0], padding[1], dilation[0], dilation[1],
                              bool(need_dx), dx, partial, partial_db))
     return dx, _sum_blocks(partial.reshape(blocks, f * taps)).reshape(k.shape), _sum_blocks(partial_db)
 
@@ -523,16 +515,12 @@ def _forward_gemm_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
             _copy_out(out[q], y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
 
 
-@pjit
-def _forward_gemm_each(blocks, args):
-    addr = address(_forward_gemm_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_forward_gemm_blocks = parallel(_forward_gemm_body)
 
 
 def _forward_gemm_flat(x, k, b, relu, padding, dilation, oh, ow):
     """A stride-1 convolution by im2col + GEMM: y (N, F, oh, ow), one block of samples per thread."""
-    return _forward_blocks(_forward_gemm_each, _forward_gemm_body, x, k, b, relu, padding, dilation, oh, ow)
+    return _forward_blocks(_forward_gemm_blocks, x, k, b, relu, padding, dilation, oh, ow)
 
 
 @pjit
@@ -590,18 +578,14 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, k, ph, pw, dh, dw, need_dx, 
                 _unpad_plane(dxps[ch], dx[s, ch], ph, pw)
 
 
-@pjit
-def _backward_gemm_each(blocks, args):
-    addr = address(_backward_gemm_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_backward_gemm_blocks = parallel(_backward_gemm_body)
 
 
 def _backward_gemm_flat(dy, relu_y, x, k, padding, dilation, need_dx):
     """``(dx, dk, db)`` of a stride-1 convolution in one pass over the batch by im2col + GEMM, as
     ``_backward_direct_flat`` (measured against separate passes at batch 128: 18.5 -> 14.8 ms for
     32 -> 64 filters on 14 x 14, 8.5 -> 1.5 ms for 1 -> 32 filters on 28 x 28)."""
-    return _backward_one_pass(_backward_gemm_each, _backward_gemm_body, dy, relu_y, x, k, padding, dilation,
+    return _backward_one_pass(_backward_gemm_blocks, dy, relu_y, x, k, padding, dilation,
                               need_dx)
 
 

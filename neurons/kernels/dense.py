@@ -10,10 +10,9 @@ count is an argument, not a compile-time choice, so each kernel compiles once pe
 blocks' parallel loops are ``_blocks.py``'s: each block a serial function called by address.
 """
 import numpy as np
-from numba import prange
 
-from ._blocks import address, call_block, run
-from ._config import BLOCKS, jit, pjit, span
+from ._blocks import parallel
+from ._config import BLOCKS, jit, span
 from .blas import gemm
 
 # below this many multiply-adds one GEMM call beats splitting it over threads
@@ -52,18 +51,10 @@ def _backward_body(blk, blocks, dz, x, w, need_dx, dx, dw, db):
             gemm(False, False, 1.0, dz, w[:, lo:hi], 0.0, dx[:, lo:hi])
 
 
-@pjit
-def _forward_each(blocks, args):
-    addr = address(_forward_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_forward_blocks = parallel(_forward_body)
 
 
-@pjit
-def _backward_each(blocks, args):
-    addr = address(_backward_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_backward_blocks = parallel(_backward_body)
 
 
 def _blocks(n, units, fan_in):
@@ -76,7 +67,7 @@ def dense_forward(x, w, b):
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     z = np.empty((x.shape[0], w.shape[0]), x.dtype)
     blocks = min(_blocks(x.shape[0], w.shape[0], x.shape[1]), w.shape[0])
-    run(_forward_each, _forward_body, blocks, (blocks, x, w, b, z))
+    _forward_blocks(blocks, (blocks, x, w, b, z))
     return z
 
 
@@ -90,5 +81,5 @@ def dense_backward(dz, x, w, need_dx):
     dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
     dw, db = np.empty(w.shape, x.dtype), np.empty(w.shape[0], x.dtype)
     blocks = _blocks(dz.shape[0], dz.shape[1], x.shape[1])
-    run(_backward_each, _backward_body, blocks, (blocks, dz, x, w, bool(need_dx), dx, dw, db))
+    _backward_blocks(blocks, (blocks, dz, x, w, bool(need_dx), dx, dw, db))
     return (dx if need_dx else None), dw, db

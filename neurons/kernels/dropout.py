@@ -5,10 +5,9 @@ splitmix64 finaliser of ``seed + i·γ``. The mask depends only on (seed, i), ne
 thread that draws it, so results are identical for any thread count.
 """
 import numpy as np
-from numba import prange
 
-from ._blocks import address, call_block, run
-from ._config import BLOCKS, jit, pjit, span
+from ._blocks import parallel
+from ._config import BLOCKS, jit, span
 
 # below this many elements a pass runs as one block, without the thread pool
 PARALLEL_MIN = 65536
@@ -37,11 +36,7 @@ def _forward_body(blk, blocks, x, rate, seed, y, mask):
         y[i] = x[i] * m
 
 
-@pjit
-def _forward_each(blocks, args):
-    addr = address(_forward_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_forward_blocks = parallel(_forward_body)
 
 
 @jit
@@ -51,11 +46,7 @@ def _backward_body(blk, blocks, dy, mask, dx):
         dx[i] = dy[i] * mask[i]
 
 
-@pjit
-def _backward_each(blocks, args):
-    addr = address(_backward_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_backward_blocks = parallel(_backward_body)
 
 
 def _blocks(x):
@@ -72,7 +63,7 @@ def dropout_forward(x, rate, seed):
     x = np.ascontiguousarray(x)
     y, mask = np.empty_like(x), np.empty_like(x)
     blocks = _blocks(x)
-    run(_forward_each, _forward_body, blocks, (blocks, x, float(rate), seed, y, mask))
+    _forward_blocks(blocks, (blocks, x, float(rate), seed, y, mask))
     return y, mask
 
 
@@ -81,5 +72,5 @@ def dropout_backward(dy, mask):
     dy = np.ascontiguousarray(dy)
     dx = np.empty_like(dy)
     blocks = _blocks(dy)
-    run(_backward_each, _backward_body, blocks, (blocks, dy, np.ascontiguousarray(mask), dx))
+    _backward_blocks(blocks, (blocks, dy, np.ascontiguousarray(mask), dx))
     return dx

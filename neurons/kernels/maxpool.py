@@ -9,14 +9,13 @@ faster than row slices for every shape tried: 2.5x on 14 x 14 planes, where rows
 The common 2 x 2 window with stride 2 has its own kernel, four compares unrolled over two row
 slices (batch 32: 1238 -> 344 us on 32 x 28 x 28, 557 -> 261 us on 64 x 14 x 14). The scatter
 indexes with unsigned integers, so Numba adds no negative-index checks to its loop. Each pass
-is one block of planes per thread (a serial ``*_body`` run by ``_blocks.run``), or a single
+is one block of planes per thread (a serial ``*_body`` run by ``_blocks.parallel``), or a single
 block, without the thread pool, below ``PARALLEL_MIN`` input elements.
 """
 import numpy as np
-from numba import prange
 
-from ._blocks import address, call_block, run
-from ._config import BLOCKS, jit, pjit, span
+from ._blocks import parallel
+from ._config import BLOCKS, jit, span
 
 # below this many input elements a pass runs as one block, without the thread pool
 PARALLEL_MIN = 16384
@@ -53,11 +52,7 @@ def _forward_2x2_body(blk, blocks, x, y, arg):
                 arg_row[b] = 2 * a * w + 2 * b + at
 
 
-@pjit
-def _forward_2x2_each(blocks, args):
-    addr = address(_forward_2x2_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_forward_2x2_blocks = parallel(_forward_2x2_body)
 
 
 def _forward_2x2(x):
@@ -65,7 +60,7 @@ def _forward_2x2(x):
     y = np.empty((n, c, h // 2, w // 2), x.dtype)
     arg = np.empty(y.shape, np.int32)
     blocks = _blocks(x)
-    run(_forward_2x2_each, _forward_2x2_body, blocks, (blocks, x, y, arg))
+    _forward_2x2_blocks(blocks, (blocks, x, y, arg))
     return y, arg
 
 
@@ -96,11 +91,7 @@ def _forward_any_body(blk, blocks, x, kh, kw, sh, sw, y, arg):
                 arg_out[a * ow + b] = at
 
 
-@pjit
-def _forward_any_each(blocks, args):
-    addr = address(_forward_any_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_forward_any_blocks = parallel(_forward_any_body)
 
 
 def _forward_any(x, kernel, stride):
@@ -109,7 +100,7 @@ def _forward_any(x, kernel, stride):
     y = np.empty((n, c, (h - kh) // sh + 1, (w - kw) // sw + 1), x.dtype)
     arg = np.empty(y.shape, np.int32)
     blocks = _blocks(x)
-    run(_forward_any_each, _forward_any_body, blocks, (blocks, x, kh, kw, sh, sw, y, arg))
+    _forward_any_blocks(blocks, (blocks, x, kh, kw, sh, sw, y, arg))
     return y, arg
 
 
@@ -149,18 +140,14 @@ def _backward_2x2_body(blk, blocks, dy, arg, dx):
             plane[t] = zero
 
 
-@pjit
-def _backward_2x2_each(blocks, args):
-    addr = address(_backward_2x2_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_backward_2x2_blocks = parallel(_backward_2x2_body)
 
 
 def _backward_2x2(dy, arg, h, w):
     n, c = dy.shape[0], dy.shape[1]
     dx = np.empty((n, c, h, w), dy.dtype)
     blocks = _blocks(dx)
-    run(_backward_2x2_each, _backward_2x2_body, blocks, (blocks, dy, arg, dx))
+    _backward_2x2_blocks(blocks, (blocks, dy, arg, dx))
     return dx
 
 
@@ -183,15 +170,11 @@ def _backward_any_body(blk, blocks, dy, arg, dx):
                 plane[np.uint32(idx[b])] += g[b]
 
 
-@pjit
-def _backward_any_each(blocks, args):
-    addr = address(_backward_any_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_backward_any_blocks = parallel(_backward_any_body)
 
 
 def _backward_any(dy, arg, hw):
     dx = np.empty(dy.shape[:2] + tuple(hw), dy.dtype)
     blocks = _blocks(dx)
-    run(_backward_any_each, _backward_any_body, blocks, (blocks, dy, arg, dx))
+    _backward_any_blocks(blocks, (blocks, dy, arg, dx))
     return dx

@@ -15,10 +15,9 @@ compiled) and otherwise on one block of the array per thread. Every element is c
 same way either way, so the bits do not depend on the path or the thread count.
 """
 import numpy as np
-from numba import prange
 
-from ._blocks import address, call_block, run
-from ._config import BLOCKS, jit, pjit, span
+from ._blocks import parallel
+from ._config import BLOCKS, jit, span
 
 # arrays at least this long are updated one block per thread. Measured, plain SGD: 16,384
 # elements 3.2 us serial, 6.0 us in blocks; 98,000: 14.6 against 11.5 us; 401,408: 147 against
@@ -27,14 +26,14 @@ from ._config import BLOCKS, jit, pjit, span
 PARALLEL_MIN = {"sgd": 131072, "adam": 32768, "rmsprop": 32768}
 
 
-def _by_size(serial, each, body, minimum):
+def _by_size(serial, loop, minimum):
     """``f(p, ...)``: ``serial(p, ...)`` for p shorter than ``minimum``, else ``body`` over one
     block of p per thread."""
     def update(p, *args):
         if p.shape[0] < minimum:
             serial(p, *args)
         else:
-            run(each, body, BLOCKS, (BLOCKS, p) + args)
+            loop(BLOCKS, (BLOCKS, p) + args)
     update.__doc__ = serial.__doc__
     return update
 
@@ -115,11 +114,7 @@ def _sgd_body(blk, blocks, p, g, buf, lr, momentum, decay, first):
     _sgd(p[lo:hi], g[lo:hi], buf[lo:hi], lr, momentum, decay, first)
 
 
-@pjit
-def _sgd_each(blocks, args):
-    addr = address(_sgd_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_sgd_blocks = parallel(_sgd_body)
 
 
 @jit
@@ -129,11 +124,7 @@ def _adam_body(blk, blocks, p, g, m, v, lr, beta1, beta2, eps, decay, decoupled,
           root_correction2)
 
 
-@pjit
-def _adam_each(blocks, args):
-    addr = address(_adam_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_adam_blocks = parallel(_adam_body)
 
 
 @jit
@@ -143,13 +134,9 @@ def _rmsprop_body(blk, blocks, p, g, square, grad_avg, buf, lr, alpha, eps, deca
              buf[lo:hi], lr, alpha, eps, decay, momentum)
 
 
-@pjit
-def _rmsprop_each(blocks, args):
-    addr = address(_rmsprop_body, args)
-    for blk in prange(blocks):
-        call_block(addr, blk, args)
+_rmsprop_blocks = parallel(_rmsprop_body)
 
 
-sgd = _by_size(_sgd, _sgd_each, _sgd_body, PARALLEL_MIN["sgd"])
-adam = _by_size(_adam, _adam_each, _adam_body, PARALLEL_MIN["adam"])
-rmsprop = _by_size(_rmsprop, _rmsprop_each, _rmsprop_body, PARALLEL_MIN["rmsprop"])
+sgd = _by_size(_sgd, _sgd_blocks, PARALLEL_MIN["sgd"])
+adam = _by_size(_adam, _adam_blocks, PARALLEL_MIN["adam"])
+rmsprop = _by_size(_rmsprop, _rmsprop_blocks, PARALLEL_MIN["rmsprop"])
