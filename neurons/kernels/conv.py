@@ -14,14 +14,13 @@ im2col + GEMM form for many channels, where per-sample single-threaded GEMMs run
 reduction. The layer's own passes (``conv_forward``, ``conv_backward``) at stride 1 are one
 block of samples per thread, a sample padded (and its dy widened) at a time into buffers of the
 block: each pass a serial ``*_body`` run by ``_blocks.parallel`` (see ``_blocks.py`` for why: 8 s of
-compilation for the backward as a ``prange`` kernel). The strided forms own a (sample, channel)
-plane or a kernel element per ``prange`` iteration.
+compilation for the backward as a ``prange`` kernel). The strided forms split their (sample,
+channel) planes, samples or kernel elements into one block per thread the same way.
 """
 import numpy as np
-from numba import prange
 
 from ._blocks import parallel
-from ._config import BLOCKS, jit, pjit, span
+from ._config import BLOCKS, jit, span
 from .activations import relu_backward, relu_forward
 from .blas import gemm
 
@@ -37,15 +36,30 @@ GEMM_FILTERS = 8
 # With stride 1, each kernel tap is one long loop over the whole output plane at the padded width
 # (the extra columns are computed and dropped), instead of many loops of one row each.
 
-@pjit
+@jit
+def _pad_body(blk, blocks, x, ph, pw, xp):
+    c = x.shape[1]
+    lo, hi = span(blk, blocks, x.shape[0] * c)
+    for nc in range(lo, hi):
+        _pad_plane(x[nc // c, nc % c], xp[nc // c, nc % c], ph, pw)
+
+
+_pad_blocks = parallel(_pad_body)
+
+
 def pad(x, ph, pw, tail):
     """x (N, C, H, W) -> (N, C, (H+2ph)(W+2pw) + tail): zero border, rows flattened, ``tail``
     zeros after the last row so that a tap's flat slice never runs past the end."""
     n, c, h, w = x.shape
     xp = np.empty((n, c, (h + 2 * ph) * (w + 2 * pw) + tail), x.dtype)
-    for nc in prange(n * c):
-        _pad_plane(x[nc // c, nc % c], xp[nc // c, nc % c], ph, pw)
+    blocks = _plane_blocks(n * c)
+    _pad_blocks(blocks, (blocks, x, ph, pw, xp))
     return xp
+
+
+def _plane_blocks(count):
+    """Blocks for a loop over ``count`` planes: one per thread (or fewer planes)."""
+    return max(1, min(BLOCKS, count))
 
 
 @jit
@@ -69,13 +83,23 @@ def _pad_plane(src, plane, ph, pw):
         plane[t] = zero
 
 
-@pjit
+@jit
+def _unpad_body(blk, blocks, xp, ph, pw, x):
+    c = x.shape[1]
+    lo, hi = span(blk, blocks, x.shape[0] * c)
+    for nc in range(lo, hi):
+        _unpad_plane(xp[nc // c, nc % c], x[nc // c, nc % c], ph, pw)
+
+
+_unpad_blocks = parallel(_unpad_body)
+
+
 def unpad(xp, h, w, ph, pw):
     """The interior (N, C, h, w) of a padded, flattened array made like ``pad``'s."""
     n, c = xp.shape[0], xp.shape[1]
     x = np.empty((n, c, h, w), xp.dtype)
-    for nc in prange(n * c):
-        _unpad_plane(xp[nc // c, nc % c], x[nc // c, nc % c], ph, pw)
+    blocks = _plane_blocks(n * c)
+    _unpad_blocks(blocks, (blocks, xp, ph, pw, x))
     return x
 
 
@@ -90,14 +114,24 @@ def _unpad_plane(plane, dst, ph, pw):
             row[b] = src[b]
 
 
-@pjit
+@jit
+def _widen_body(blk, blocks, dy, relu_y, wp, out):
+    f = dy.shape[1]
+    lo, hi = span(blk, blocks, dy.shape[0] * f)
+    for nf in range(lo, hi):
+        _widen_plane(dy, relu_y, nf // f, nf % f, out[nf // f, nf % f], wp)
+
+
+_widen_blocks = parallel(_widen_body)
+
+
 def widen(dy, relu_y, wp):
     """dy (N, F, oh, ow) -> (N, F, oh·wp): each row padded with zeros to the width ``wp``; taken
     through the ReLU whose output is ``relu_y`` unless that is empty."""
     n, f, oh, ow = dy.shape
     out = np.empty((n, f, oh * wp), dy.dtype)
-    for nf in prange(n * f):
-        _widen_plane(dy, relu_y, nf // f, nf % f, out[nf // f, nf % f], wp)
+    blocks = _plane_blocks(n * f)
+    _widen_blocks(blocks, (blocks, dy, relu_y, wp, out))
     return out
 
 
@@ -193,16 +227,12 @@ def _forward_blocks(loop, x, k, b, relu, padding, dilation, oh, ow):
     return y
 
 
-@pjit
-def _correlate_rows(x, k, stride, padding, dilation, oh, ow):
-    n, c, h, w = x.shape
-    f, _, kh, kw = k.shape
-    sh, sw = stride
-    dh, dw = dilation
-    wp = w + 2 * padding[1]
-    xp = pad(x, padding[0], padding[1], dw * (kw - 1) + 1)
-    y = np.zeros((n, f, oh, ow), x.dtype)
-    for nf in prange(n * f):
+@jit
+def _correlate_rows_body(blk, blocks, xp, k, sh, sw, dh, dw, wp, y):
+    n, f, oh, ow = y.shape
+    c, kh, kw = k.shape[1], k.shape[2], k.shape[3]
+    lo, hi = span(blk, blocks, n * f)
+    for nf in range(lo, hi):
         s, q = nf // f, nf % f
         for ch in range(c):
             plane = xp[s, ch]
@@ -214,20 +244,39 @@ def _correlate_rows(x, k, stride, padding, dilation, oh, ow):
                         dst = y[s, q, a]
                         for b in range(ow):
                             dst[b] += kv * src[b]
+
+
+_correlate_rows_blocks = parallel(_correlate_rows_body)
+
+
+def _correlate_rows(x, k, stride, padding, dilation, oh, ow):
+    n, f, kw, w = x.shape[0], k.shape[0], k.shape[3], x.shape[3]
+    xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
+    y = np.zeros((n, f, oh, ow), x.dtype)
+    blocks = _plane_blocks(n * f)
+    _correlate_rows_blocks(blocks, (blocks, xp, k, stride[0], stride[1], dilation[0], dilation[1],
+                                    w + 2 * padding[1], y))
     return y
 
 
-@pjit
+@jit
+def _scatter_flat_body(blk, blocks, dyw, k, dh, dw, wp, dxp):
+    c, length = dxp.shape[1], dyw.shape[2]
+    lo, hi = span(blk, blocks, dxp.shape[0] * c)
+    for nc in range(lo, hi):
+        _scatter_plane(dyw[nc // c], k, nc % c, dxp[nc // c, nc % c], wp, (dh, dw), length)
+
+
+_scatter_flat_blocks = parallel(_scatter_flat_body)
+
+
 def _scatter_flat(dy, k, padding, dilation, h, w):
-    n, f, oh, ow = dy.shape
-    _, c, kh, kw = k.shape
-    dh, dw = dilation
+    n, c, kw = dy.shape[0], k.shape[1], k.shape[3]
     wp = w + 2 * padding[1]
-    dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dw * (kw - 1) + 1), dy.dtype)
-    length = oh * wp
+    dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
     dyw = widen(dy, dy[:0], wp)
-    for nc in prange(n * c):
-        _scatter_plane(dyw[nc // c], k, nc % c, dxp[nc // c, nc % c], wp, dilation, length)
+    blocks = _plane_blocks(n * c)
+    _scatter_flat_blocks(blocks, (blocks, dyw, k, dilation[0], dilation[1], wp, dxp))
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
@@ -245,15 +294,12 @@ def _scatter_plane(dyw_s, k, ch, dst_plane, wp, dilation, length):
                     dst[t] += kv * g[t]
 
 
-@pjit
-def _scatter_rows(dy, k, stride, padding, dilation, h, w):
+@jit
+def _scatter_rows_body(blk, blocks, dy, k, sh, sw, dh, dw, wp, dxp):
     n, f, oh, ow = dy.shape
-    _, c, kh, kw = k.shape
-    sh, sw = stride
-    dh, dw = dilation
-    wp = w + 2 * padding[1]
-    dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dw * (kw - 1) + 1), dy.dtype)
-    for nc in prange(n * c):
+    c, kh, kw = k.shape[1], k.shape[2], k.shape[3]
+    lo, hi = span(blk, blocks, n * c)
+    for nc in range(lo, hi):
         s, ch = nc // c, nc % c
         plane = dxp[s, ch]
         for q in range(f):
@@ -265,6 +311,17 @@ def _scatter_rows(dy, k, stride, padding, dilation, h, w):
                         g = dy[s, q, a]
                         for b in range(ow):
                             dst[b] += kv * g[b]
+
+
+_scatter_rows_blocks = parallel(_scatter_rows_body)
+
+
+def _scatter_rows(dy, k, stride, padding, dilation, h, w):
+    n, c, kw = dy.shape[0], k.shape[1], k.shape[3]
+    wp = w + 2 * padding[1]
+    dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
+    blocks = _plane_blocks(n * c)
+    _scatter_rows_blocks(blocks, (blocks, dy, k, stride[0], stride[1], dilation[0], dilation[1], wp, dxp))
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
@@ -340,16 +397,12 @@ def _sum_blocks(partial):
     return total
 
 
-@pjit
-def _weight_grad_rows(dy, x, stride, padding, dilation, kh, kw):
+@jit
+def _weight_grad_rows_body(blk, blocks, dy, xp, sh, sw, dh, dw, wp, dk):
     n, f, oh, ow = dy.shape
-    _, c, h, w = x.shape
-    sh, sw = stride
-    dh, dw = dilation
-    wp = w + 2 * padding[1]
-    xp = pad(x, padding[0], padding[1], dw * (kw - 1) + 1)
-    dk = np.empty((f, c, kh, kw), dy.dtype)
-    for e in prange(f * c * kh * kw):
+    c, kh, kw = dk.shape[1], dk.shape[2], dk.shape[3]
+    lo, hi = span(blk, blocks, f * c * kh * kw)
+    for e in range(lo, hi):
         q, rest = e // (c * kh * kw), e % (c * kh * kw)
         ch, rest = rest // (kh * kw), rest % (kh * kw)
         i, j = rest // kw, rest % kw
@@ -362,6 +415,18 @@ def _weight_grad_rows(dy, x, stride, padding, dilation, kh, kw):
                 for b in range(ow):
                     acc += g[b] * src[b]
         dk[q, ch, i, j] = acc
+
+
+_weight_grad_rows_blocks = parallel(_weight_grad_rows_body)
+
+
+def _weight_grad_rows(dy, x, stride, padding, dilation, kh, kw):
+    f, c, w = dy.shape[1], x.shape[1], x.shape[3]
+    xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
+    dk = np.empty((f, c, kh, kw), dy.dtype)
+    blocks = _plane_blocks(f * c * kh * kw)
+    _weight_grad_rows_blocks(blocks, (blocks, dy, xp, stride[0], stride[1], dilation[0], dilation[1],
+                                      w + 2 * padding[1], dk))
     return dk
 
 
@@ -401,60 +466,78 @@ def _col2im(cols, plane_s, kh, kw, wp, stride, dilation, oh, ow):
                         dst[b] += src[b]
 
 
-@pjit
+@jit
+def _correlate_gemm_body(blk, blocks, xp, k, sh, sw, dh, dw, wp, y):
+    n, f, oh, ow = y.shape
+    c, kh, kw = k.shape[1], k.shape[2], k.shape[3]
+    k2 = k.reshape(f, c * kh * kw)
+    cols = np.empty((c * kh * kw, oh * ow), y.dtype)
+    lo, hi = span(blk, blocks, n)
+    for s in range(lo, hi):
+        _im2col(xp[s], kh, kw, wp, (sh, sw), (dh, dw), oh, ow, cols)
+        gemm(False, False, 1.0, k2, cols, 0.0, y[s].reshape(f, oh * ow))
+
+
+_correlate_gemm_blocks = parallel(_correlate_gemm_body)
+
+
 def _correlate_gemm(x, k, stride, padding, dilation, oh, ow):
-    n, c, h, w = x.shape
-    f, _, kh, kw = k.shape
-    wp = w + 2 * padding[1]
+    n, w, kw = x.shape[0], x.shape[3], k.shape[3]
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
-    k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
-    y = np.empty((n, f, oh, ow), x.dtype)
-    blocks = min(BLOCKS, n)
-    for blk in prange(blocks):
-        cols = np.empty((c * kh * kw, oh * ow), x.dtype)
-        lo, hi = span(blk, blocks, n)
-        for s in range(lo, hi):
-            _im2col(xp[s], kh, kw, wp, stride, dilation, oh, ow, cols)
-            gemm(False, False, 1.0, k2, cols, 0.0, y[s].reshape(f, oh * ow))
+    y = np.empty((n, k.shape[0], oh, ow), x.dtype)
+    blocks = _plane_blocks(n)
+    _correlate_gemm_blocks(blocks, (blocks, xp, k, stride[0], stride[1], dilation[0], dilation[1],
+                                    w + 2 * padding[1], y))
     return y
 
 
-@pjit
-def _scatter_gemm(dy, k, stride, padding, dilation, h, w):
+@jit
+def _scatter_gemm_body(blk, blocks, dy, k, sh, sw, dh, dw, wp, dxp):
     n, f, oh, ow = dy.shape
-    _, c, kh, kw = k.shape
+    c, kh, kw = k.shape[1], k.shape[2], k.shape[3]
+    k2 = k.reshape(f, c * kh * kw)
+    cols = np.empty((c * kh * kw, oh * ow), dy.dtype)
+    lo, hi = span(blk, blocks, n)
+    for s in range(lo, hi):
+        gemm(True, False, 1.0, k2, dy[s].reshape(f, oh * ow), 0.0, cols)
+        _col2im(cols, dxp[s], kh, kw, wp, (sh, sw), (dh, dw), oh, ow)
+
+
+_scatter_gemm_blocks = parallel(_scatter_gemm_body)
+
+
+def _scatter_gemm(dy, k, stride, padding, dilation, h, w):
+    n, c, kw = dy.shape[0], k.shape[1], k.shape[3]
     wp = w + 2 * padding[1]
-    k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
-    blocks = min(BLOCKS, n)
-    for blk in prange(blocks):
-        cols = np.empty((c * kh * kw, oh * ow), dy.dtype)
-        lo, hi = span(blk, blocks, n)
-        for s in range(lo, hi):
-            gemm(True, False, 1.0, k2, dy[s].reshape(f, oh * ow), 0.0, cols)
-            _col2im(cols, dxp[s], kh, kw, wp, stride, dilation, oh, ow)
+    blocks = _plane_blocks(n)
+    _scatter_gemm_blocks(blocks, (blocks, dy, k, stride[0], stride[1], dilation[0], dilation[1], wp, dxp))
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
-@pjit
-def _weight_grad_gemm(dy, x, stride, padding, dilation, kh, kw):
+@jit
+def _weight_grad_gemm_body(blk, blocks, dy, xp, kh, kw, sh, sw, dh, dw, wp, partial):
     n, f, oh, ow = dy.shape
-    _, c, h, w = x.shape
-    wp = w + 2 * padding[1]
+    c = xp.shape[1]
+    cols = np.empty((c * kh * kw, oh * ow), dy.dtype)
+    lo, hi = span(blk, blocks, n)
+    for s in range(lo, hi):
+        _im2col(xp[s], kh, kw, wp, (sh, sw), (dh, dw), oh, ow, cols)
+        gemm(False, True, 1.0, dy[s].reshape(f, oh * ow), cols, 1.0, partial[blk])
+
+
+_weight_grad_gemm_blocks = parallel(_weight_grad_gemm_body)
+
+
+def _weight_grad_gemm(dy, x, stride, padding, dilation, kh, kw):
+    n, f, c, w = dy.shape[0], dy.shape[1], x.shape[1], x.shape[3]
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
-    blocks = min(BLOCKS, n)
+    blocks = _plane_blocks(n)
     partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
-    for blk in prange(blocks):
-        cols = np.empty((c * kh * kw, oh * ow), x.dtype)
-        lo, hi = span(blk, blocks, n)
-        for s in range(lo, hi):
-            _im2col(xp[s], kh, kw, wp, stride, dilation, oh, ow, cols)
-            gemm(False, True, 1.0, dy[s].reshape(f, oh * ow), cols, 1.0, partial[blk])
+    _weight_grad_gemm_blocks(blocks, (blocks, dy, xp, kh, kw, stride[0], stride[1], dilation[0], dilation[1],
+                                      w + 2 * padding[1], partial))
     # a serial sum of the per-block partials, in block order
-    dk = partial[0].copy()
-    for blk in range(1, blocks):
-        dk += partial[blk]
-    return dk.reshape(f, c, kh, kw)
+    return _sum_blocks(partial.reshape(blocks, f * c * kh * kw)).reshape(f, c, kh, kw)
 
 
 # ``*_gemm_flat``: stride 1 with the padded-width trick of the direct loops. A tap's im2col row is
@@ -523,22 +606,28 @@ def _forward_gemm_flat(x, k, b, relu, padding, dilation, oh, ow):
     return _forward_blocks(_forward_gemm_blocks, x, k, b, relu, padding, dilation, oh, ow)
 
 
-@pjit
+@jit
+def _scatter_gemm_flat_body(blk, blocks, dyw, k, dh, dw, wp, dxp):
+    n, f, length = dyw.shape
+    c, kh, kw = k.shape[1], k.shape[2], k.shape[3]
+    k2 = k.reshape(f, c * kh * kw)
+    cols = np.empty((c * kh * kw, length), dyw.dtype)
+    lo, hi = span(blk, blocks, n)
+    for s in range(lo, hi):
+        gemm(True, False, 1.0, k2, dyw[s], 0.0, cols)
+        _col2im_flat(cols, dxp[s], kh, kw, wp, (dh, dw), length)
+
+
+_scatter_gemm_flat_blocks = parallel(_scatter_gemm_flat_body)
+
+
 def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
-    n, f, oh, ow = dy.shape
-    _, c, kh, kw = k.shape
+    n, c, kw = dy.shape[0], k.shape[1], k.shape[3]
     wp = w + 2 * padding[1]
-    length = oh * wp
-    k2 = np.ascontiguousarray(k.reshape(f, c * kh * kw))
     dyw = widen(dy, dy[:0], wp)
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
-    blocks = min(BLOCKS, n)
-    for blk in prange(blocks):
-        cols = np.empty((c * kh * kw, length), dy.dtype)
-        lo, hi = span(blk, blocks, n)
-        for s in range(lo, hi):
-            gemm(True, False, 1.0, k2, dyw[s], 0.0, cols)
-            _col2im_flat(cols, dxp[s], kh, kw, wp, dilation, length)
+    blocks = _plane_blocks(n)
+    _scatter_gemm_flat_blocks(blocks, (blocks, dyw, k, dilation[0], dilation[1], wp, dxp))
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
@@ -659,12 +748,11 @@ def weight_grad(dy, x, stride, padding, dilation, kh, kw):
     return impl(_c(dy), _c(x), stride, padding, dilation, kh, kw)
 
 
-@pjit
-def channel_sum(dy):
-    """``db[f] = Σ_{n,a,b} dy[n,f,a,b]`` (one filter per iteration)."""
+@jit
+def _channel_sum_body(blk, blocks, dy, db):
     n, f, oh, ow = dy.shape
-    db = np.empty(f, dy.dtype)
-    for q in prange(f):
+    lo, hi = span(blk, blocks, f)
+    for q in range(lo, hi):
         acc = dy.dtype.type(0.0)
         for s in range(n):
             for a in range(oh):
@@ -672,20 +760,40 @@ def channel_sum(dy):
                 for b in range(ow):
                     acc += row[b]
         db[q] = acc
+
+
+_channel_sum_blocks = parallel(_channel_sum_body)
+
+
+def channel_sum(dy):
+    """``db[f] = Σ_{n,a,b} dy[n,f,a,b]`` (a block of filters per thread)."""
+    dy = _c(dy)
+    db = np.empty(dy.shape[1], dy.dtype)
+    blocks = _plane_blocks(dy.shape[1])
+    _channel_sum_blocks(blocks, (blocks, dy, db))
     return db
 
 
-@pjit
-def add_bias(y, b):
-    """``y[n, f] += b[f]`` in place."""
+@jit
+def _add_bias_body(blk, blocks, y, b):
     n, f, oh, ow = y.shape
-    for nf in prange(n * f):
+    lo, hi = span(blk, blocks, n * f)
+    for nf in range(lo, hi):
         s, q = nf // f, nf % f
         v = b[q]
         for a in range(oh):
             row = y[s, q, a]
             for c in range(ow):
                 row[c] += v
+
+
+_add_bias_blocks = parallel(_add_bias_body)
+
+
+def add_bias(y, b):
+    """``y[n, f] += b[f]`` in place (y C-contiguous)."""
+    blocks = _plane_blocks(y.shape[0] * y.shape[1])
+    _add_bias_blocks(blocks, (blocks, y, _c(b)))
 
 
 # ----------------------------------------------------------------------------- the layer
