@@ -29,12 +29,18 @@ def maxpool_forward(x, kernel, stride):
 
 
 @jit
+def _planes(blk, blocks, x, y, arg):
+    """x, y and arg as (N·C, plane) arrays, and block ``blk``'s range of planes."""
+    n, c = x.shape[0], x.shape[1]
+    lo, hi = span(blk, blocks, n * c)
+    return x.reshape(n * c, -1), y.reshape(n * c, -1), arg.reshape(n * c, -1), lo, hi
+
+
+@jit
 def _forward_2x2_body(blk, blocks, x, y, arg):
     """Planes of block ``blk`` (of the N·C planes)."""
-    n, c, h, w = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    flat, y_flat, arg_flat = x.reshape(n * c, h * w), y.reshape(n * c, oh * ow), arg.reshape(n * c, oh * ow)
-    lo, hi = span(blk, blocks, n * c)
+    w, oh, ow = x.shape[3], y.shape[2], y.shape[3]
+    flat, y_flat, arg_flat, lo, hi = _planes(blk, blocks, x, y, arg)
     for nc in range(lo, hi):
         plane, y_plane, arg_plane = flat[nc], y_flat[nc], arg_flat[nc]
         for a in range(oh):
@@ -71,10 +77,8 @@ def _blocks(x):
 
 @jit
 def _forward_any_body(blk, blocks, x, kh, kw, sh, sw, y, arg):
-    n, c, h, w = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    flat, y_flat, arg_flat = x.reshape(n * c, h * w), y.reshape(n * c, oh * ow), arg.reshape(n * c, oh * ow)
-    lo, hi = span(blk, blocks, n * c)
+    w, oh, ow = x.shape[3], y.shape[2], y.shape[3]
+    flat, y_flat, arg_flat, lo, hi = _planes(blk, blocks, x, y, arg)
     for nc in range(lo, hi):
         plane, best_out, arg_out = flat[nc], y_flat[nc], arg_flat[nc]
         for a in range(oh):
