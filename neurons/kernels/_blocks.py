@@ -49,7 +49,6 @@ def parallel(body):
             loop(blocks, args)
         else:
             body(0, *args)
-    run.loop = loop
     return run
 
 
@@ -64,15 +63,21 @@ def _print_error(pyapi):
     pyapi.builder.call(pyapi._get_function(ir.FunctionType(ir.VoidType(), []), name="PyErr_Print"), [])
 
 
+def _import(pyapi, name):
+    """``PyImport_ImportModule(name)`` (a new reference or NULL)."""
+    fn = pyapi._get_function(ir.FunctionType(pyapi.pyobj, [pyapi.cstring]), name="PyImport_ImportModule")
+    return pyapi.builder.call(fn, [pyapi.context.insert_const_string(pyapi.builder.module, name)])
+
+
 def _body_signature(args):
     return types.none(types.intp, *args.types)
 
 
 @intrinsic
 def address(typingctx, body, args):
-    """The address of ``body`` (a ``jit`` function taking ``(blk, *args)``) compiled for the types
-    of ``args``, a tuple of arrays and scalars. If it cannot be had, the calling kernel raises
-    RuntimeError (after printing why)."""
+    """The address of ``body`` (a ``jit`` function taking ``(blk, *args)``, or its name as a
+    string literal ``"module.function"``) compiled for the types of ``args``, a tuple of arrays
+    and scalars. If it cannot be had, the calling kernel raises RuntimeError (after printing why)."""
     given = body
     if isinstance(body, types.StringLiteral):          # "module.function"
         module, _, name = body.literal_value.rpartition(".")
@@ -97,7 +102,7 @@ def address(typingctx, body, args):
                 return pyapi.string_from_string(context.insert_const_string(builder.module, value))
 
             gil = pyapi.gil_ensure()
-            mod = pyapi.import_module(context.insert_const_string(builder.module, __name__))
+            mod = _import(pyapi, __name__)
             with builder.if_else(cgutils.is_null(builder, mod), likely=False) as (failed, ok):
                 with failed:
                     _print_error(pyapi)
