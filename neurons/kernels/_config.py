@@ -1,11 +1,11 @@
 """One place for how every kernel is compiled, and for how parallel kernels split their work.
 
-``jit`` is for serial kernels, ``pjit`` for kernels with a ``prange``. A kernel that splits
-its work into one block per thread is a serial body and a four-line ``prange`` loop calling it
-by address (``_blocks.py``), which compiles in a fraction of the time of the same kernel written
-with its work inside the ``prange``. Both cache their
-machine code on disk (see ``neurons/kernels/__init__.py`` for where, and why the cache folder
-is keyed by the threading settings).
+``jit`` is for kernels, ``pjit`` for the ``prange`` loops that ``_blocks.parallel`` makes: a
+kernel that splits its work into one block per thread is a serial body called by address from
+such a loop, which compiles in a fraction of the time of the same kernel written with its work
+inside the ``prange`` (see ``_blocks.py``). Both cache their machine code on disk (see
+``neurons/kernels/__init__.py`` for where, and why the cache folder is keyed by the threading
+settings).
 
 fastmath: reassociation and contraction only. ``nnan``/``ninf`` are left out on purpose, so
 that NaN and inf checks inside kernels keep working.

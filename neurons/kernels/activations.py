@@ -8,8 +8,8 @@ serial ones that write into the output they are given. ``activation_forward`` an
 elements: a dense layer's (N, units); measured, ReLU at 32 x 100: 4.2 us in blocks, 1.1 us
 serial; 128 x 256: 6.0 against 5.2 us) and otherwise on one block of rows per thread (32 x 6272:
 20 against 36 us). A small-array network so compiles only the serial kernels it uses; the block
-kernels compile all of them (one parallel kernel per direction, not one per activation). Either way every element
-is computed the same way: the bits do not depend on the path or the thread count.
+path compiles all of them (one block body per direction, not one per activation). Either way
+every element is computed the same way: the bits do not depend on the path or the thread count.
 
 Backward passes need only the output ``y``: relu and leaky_relu are increasing, so ``y > 0``
 exactly where ``z > 0``; the others are functions of ``y``.

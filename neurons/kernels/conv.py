@@ -9,8 +9,8 @@ latter is the former's input gradient, see ``deconv.py``):
 - ``weight_grad(dy, x, ..., kh, kw)``: the gradient of ``correlate`` in k.
 
 Each has a direct-loop form (the innermost loop running along a row so it vectorises) and an
-im2col + GEMM form for many channels, where per-sample single-threaded GEMMs run inside the
-``prange`` (the caller holds BLAS to one thread). ``_strategy`` picks by the size of the
+im2col + GEMM form for many channels, where per-sample single-threaded GEMMs run in each
+thread's block (the caller holds BLAS to one thread). ``_strategy`` picks by the size of the
 reduction. The layer's own passes (``conv_forward``, ``conv_backward``) at stride 1 are one
 block of samples per thread, a sample padded (and its dy widened) at a time into buffers of the
 block: each pass a serial ``*_body`` run by ``_blocks.parallel`` (see ``_blocks.py`` for why: 8 s of
