@@ -37,6 +37,23 @@ def test_a_tuple_argument_is_refused_when_the_loop_compiles():
         _mark_blocks(2, (2, np.zeros(4), (1, 2)))
 
 
+@numba.njit
+def _fail_in_block_one(blk, blocks, out):
+    if blk == 1:
+        raise ValueError("block one fails")
+    out[blk] = 1.0
+
+
+_fail_blocks = parallel(_fail_in_block_one)
+
+
+def test_a_block_that_raises_is_reported_not_swallowed():
+    with pytest.raises(RuntimeError, match="a block of a parallel kernel raised"):
+        _fail_blocks(2, (2, np.zeros(2)))
+    with pytest.raises(ValueError, match="block one fails"):      # one block: the body's own error
+        _fail_in_block_one(1, 1, np.zeros(2))
+
+
 _CHILD = textwrap.dedent("""
     import sys
     import numpy as np

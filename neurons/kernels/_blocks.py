@@ -19,13 +19,14 @@ key, and on its body's name: a body that changes is recompiled and looked up afr
 """
 import importlib
 
+import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from ._config import pjit
+from ._config import BLOCKS, pjit
 
 
 def parallel(body):
@@ -39,8 +40,11 @@ def parallel(body):
 
     def each(blocks, args):
         addr = address(name, args)
+        failed = np.zeros(blocks, np.uint8)
         for blk in prange(blocks):
-            call_block(addr, blk, args)
+            failed[blk] = call_block(addr, blk, args)
+        if failed.any():
+            raise RuntimeError("a block of a parallel kernel raised (the same call with one block shows why)")
 
     loop = pjit(each)
 
@@ -50,6 +54,12 @@ def parallel(body):
         else:
             body(0, *args)
     return run
+
+
+def block_count(items, work=0, minimum=0):
+    """How many blocks to split ``items`` into: one per thread (no more than there are items), or
+    a single block when ``work`` is below ``minimum``."""
+    return max(1, min(BLOCKS, items)) if work >= minimum else 1
 
 
 def _jit_address(module, name, signature):
@@ -75,20 +85,18 @@ def _body_signature(args):
 
 @intrinsic
 def address(typingctx, body, args):
-    """The address of ``body`` (a ``jit`` function taking ``(blk, *args)``, or its name as a
-    string literal ``"module.function"``) compiled for the types of ``args``, a tuple of arrays
-    and scalars. If it cannot be had, the calling kernel raises RuntimeError (after printing why)."""
-    given = body
-    if isinstance(body, types.StringLiteral):          # "module.function"
-        module, _, name = body.literal_value.rpartition(".")
-        body = types.Dispatcher(getattr(importlib.import_module(module), name))
-    if not isinstance(body, types.Dispatcher) or not isinstance(args, types.BaseTuple):
+    """The address of the ``jit`` function named by the string literal ``body``
+    (``"module.function"``, taking ``(blk, *args)``) compiled for the types of ``args``, a tuple
+    of arrays and scalars. If it cannot be had, the calling kernel raises RuntimeError (after
+    printing why)."""
+    if not isinstance(body, types.StringLiteral) or not isinstance(args, types.BaseTuple):
         return None
     if any(isinstance(t, types.BaseTuple) for t in args.types):
         raise TypingError("a block function's arguments must be arrays and scalars, not tuples")
+    module, _, name = body.literal_value.rpartition(".")
+    dispatcher = getattr(importlib.import_module(module), name)
     signature = _body_signature(args)
-    body.dispatcher.get_compile_result(signature)          # compile it now, with its loop
-    module, name = body.dispatcher.py_func.__module__, body.dispatcher.py_func.__name__
+    dispatcher.get_compile_result(signature)          # compile it now, with its loop
 
     def codegen(context, builder, sig, llargs):
         voidptr = cgutils.voidptr_t
@@ -124,12 +132,13 @@ def address(typingctx, body, args):
                 context.call_conv.return_user_exc(builder, RuntimeError, (f"no machine code for {module}.{name}",))
         return builder.ptrtoint(builder.load(slot), context.get_value_type(types.intp))
 
-    return types.intp(given, args), codegen
+    return types.intp(body, args), codegen
 
 
 @intrinsic
 def call_block(typingctx, addr, blk, args):
-    """``body(blk, *args)`` for the body at ``addr`` (from ``address(body, args)``)."""
+    """``body(blk, *args)`` for the body at ``addr`` (from ``address(body, args)``); 1 if it raised
+    (an exception cannot leave a ``prange`` body, so the loop reports it after the loop), else 0."""
     signature = _body_signature(args)
 
     def codegen(context, builder, sig, llargs):
@@ -138,7 +147,7 @@ def call_block(typingctx, addr, blk, args):
         values += [builder.extract_value(tup, i) for i in range(len(args.types))]
         fnty = context.call_conv.get_function_type(types.none, signature.args)
         fn = builder.inttoptr(addr_v, fnty.as_pointer())
-        context.call_conv.call_function(builder, fn, types.none, signature.args, values)
-        return context.get_dummy_value()
+        status, _ = context.call_conv.call_function(builder, fn, types.none, signature.args, values)
+        return builder.zext(status.is_error, context.get_value_type(types.uint8))
 
-    return types.none(addr, blk, args), codegen
+    return types.uint8(addr, blk, args), codegen

@@ -19,8 +19,8 @@ channel) planes, samples or kernel elements into one block per thread the same w
 """
 import numpy as np
 
-from ._blocks import parallel
-from ._config import BLOCKS, jit, span
+from ._blocks import block_count, parallel
+from ._config import jit, span
 from .activations import relu_backward, relu_forward
 from .blas import gemm
 
@@ -52,14 +52,9 @@ def pad(x, ph, pw, tail):
     zeros after the last row so that a tap's flat slice never runs past the end."""
     n, c, h, w = x.shape
     xp = np.empty((n, c, (h + 2 * ph) * (w + 2 * pw) + tail), x.dtype)
-    blocks = _plane_blocks(n * c)
+    blocks = block_count(n * c)
     _pad_blocks(blocks, (blocks, x, ph, pw, xp))
     return xp
-
-
-def _plane_blocks(count):
-    """Blocks for a loop over ``count`` planes: one per thread (or fewer planes)."""
-    return max(1, min(BLOCKS, count))
 
 
 @jit
@@ -98,7 +93,7 @@ def unpad(xp, h, w, ph, pw):
     """The interior (N, C, h, w) of a padded, flattened array made like ``pad``'s."""
     n, c = xp.shape[0], xp.shape[1]
     x = np.empty((n, c, h, w), xp.dtype)
-    blocks = _plane_blocks(n * c)
+    blocks = block_count(n * c)
     _unpad_blocks(blocks, (blocks, xp, ph, pw, x))
     return x
 
@@ -130,7 +125,7 @@ def widen(dy, relu_y, wp):
     through the ReLU whose output is ``relu_y`` unless that is empty."""
     n, f, oh, ow = dy.shape
     out = np.empty((n, f, oh * wp), dy.dtype)
-    blocks = _plane_blocks(n * f)
+    blocks = block_count(n * f)
     _widen_blocks(blocks, (blocks, dy, relu_y, wp, out))
     return out
 
@@ -222,7 +217,7 @@ def _forward_direct_flat(x, k, b, relu, padding, dilation, oh, ow):
 
 def _forward_blocks(loop, x, k, b, relu, padding, dilation, oh, ow):
     y = np.empty((x.shape[0], k.shape[0], oh, ow), x.dtype)
-    blocks = min(BLOCKS, x.shape[0])
+    blocks = block_count(x.shape[0])
     loop(blocks, (blocks, x, k, b, bool(relu), padding[0], padding[1], dilation[0], dilation[1], y))
     return y
 
@@ -253,7 +248,7 @@ def _correlate_rows(x, k, stride, padding, dilation, oh, ow):
     n, f, kw, w = x.shape[0], k.shape[0], k.shape[3], x.shape[3]
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     y = np.zeros((n, f, oh, ow), x.dtype)
-    blocks = _plane_blocks(n * f)
+    blocks = block_count(n * f)
     _correlate_rows_blocks(blocks, (blocks, xp, k, stride[0], stride[1], dilation[0], dilation[1],
                                     w + 2 * padding[1], y))
     return y
@@ -275,7 +270,7 @@ def _scatter_flat(dy, k, padding, dilation, h, w):
     wp = w + 2 * padding[1]
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
     dyw = widen(dy, dy[:0], wp)
-    blocks = _plane_blocks(n * c)
+    blocks = block_count(n * c)
     _scatter_flat_blocks(blocks, (blocks, dyw, k, dilation[0], dilation[1], wp, dxp))
     return unpad(dxp, h, w, padding[0], padding[1])
 
@@ -320,7 +315,7 @@ def _scatter_rows(dy, k, stride, padding, dilation, h, w):
     n, c, kw = dy.shape[0], k.shape[1], k.shape[3]
     wp = w + 2 * padding[1]
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
-    blocks = _plane_blocks(n * c)
+    blocks = block_count(n * c)
     _scatter_rows_blocks(blocks, (blocks, dy, k, stride[0], stride[1], dilation[0], dilation[1], wp, dxp))
     return unpad(dxp, h, w, padding[0], padding[1])
 
@@ -380,7 +375,7 @@ def _backward_one_pass(loop, dy, relu_y, x, k, padding, dilation, need_dx):
     n, f = dy.shape[0], dy.shape[1]
     taps = k.shape[1] * k.shape[2] * k.shape[3]
     dx = np.empty((n if need_dx else 0,) + x.shape[1:], dy.dtype)
-    blocks = min(BLOCKS, n)
+    blocks = block_count(n)
     partial = np.zeros((blocks, f, taps), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
     loop(blocks, (blocks, dy, relu_y, x, k, padding[0], padding[1], dilation[0], dilation[1],
@@ -424,7 +419,7 @@ def _weight_grad_rows(dy, x, stride, padding, dilation, kh, kw):
     f, c, w = dy.shape[1], x.shape[1], x.shape[3]
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     dk = np.empty((f, c, kh, kw), dy.dtype)
-    blocks = _plane_blocks(f * c * kh * kw)
+    blocks = block_count(f * c * kh * kw)
     _weight_grad_rows_blocks(blocks, (blocks, dy, xp, stride[0], stride[1], dilation[0], dilation[1],
                                       w + 2 * padding[1], dk))
     return dk
@@ -485,7 +480,7 @@ def _correlate_gemm(x, k, stride, padding, dilation, oh, ow):
     n, w, kw = x.shape[0], x.shape[3], k.shape[3]
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
     y = np.empty((n, k.shape[0], oh, ow), x.dtype)
-    blocks = _plane_blocks(n)
+    blocks = block_count(n)
     _correlate_gemm_blocks(blocks, (blocks, xp, k, stride[0], stride[1], dilation[0], dilation[1],
                                     w + 2 * padding[1], y))
     return y
@@ -510,7 +505,7 @@ def _scatter_gemm(dy, k, stride, padding, dilation, h, w):
     n, c, kw = dy.shape[0], k.shape[1], k.shape[3]
     wp = w + 2 * padding[1]
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
-    blocks = _plane_blocks(n)
+    blocks = block_count(n)
     _scatter_gemm_blocks(blocks, (blocks, dy, k, stride[0], stride[1], dilation[0], dilation[1], wp, dxp))
     return unpad(dxp, h, w, padding[0], padding[1])
 
@@ -532,7 +527,7 @@ _weight_grad_gemm_blocks = parallel(_weight_grad_gemm_body)
 def _weight_grad_gemm(dy, x, stride, padding, dilation, kh, kw):
     n, f, c, w = dy.shape[0], dy.shape[1], x.shape[1], x.shape[3]
     xp = pad(x, padding[0], padding[1], dilation[1] * (kw - 1) + 1)
-    blocks = _plane_blocks(n)
+    blocks = block_count(n)
     partial = np.zeros((blocks, f, c * kh * kw), dy.dtype)
     _weight_grad_gemm_blocks(blocks, (blocks, dy, xp, kh, kw, stride[0], stride[1], dilation[0], dilation[1],
                                       w + 2 * padding[1], partial))
@@ -626,7 +621,7 @@ def _scatter_gemm_flat(dy, k, padding, dilation, h, w):
     wp = w + 2 * padding[1]
     dyw = widen(dy, dy[:0], wp)
     dxp = np.zeros((n, c, (h + 2 * padding[0]) * wp + dilation[1] * (kw - 1) + 1), dy.dtype)
-    blocks = _plane_blocks(n)
+    blocks = block_count(n)
     _scatter_gemm_flat_blocks(blocks, (blocks, dyw, k, dilation[0], dilation[1], wp, dxp))
     return unpad(dxp, h, w, padding[0], padding[1])
 
@@ -769,7 +764,7 @@ def channel_sum(dy):
     """``db[f] = Σ_{n,a,b} dy[n,f,a,b]`` (a block of filters per thread)."""
     dy = _c(dy)
     db = np.empty(dy.shape[1], dy.dtype)
-    blocks = _plane_blocks(dy.shape[1])
+    blocks = block_count(dy.shape[1])
     _channel_sum_blocks(blocks, (blocks, dy, db))
     return db
 
@@ -792,7 +787,7 @@ _add_bias_blocks = parallel(_add_bias_body)
 
 def add_bias(y, b):
     """``y[n, f] += b[f]`` in place (y C-contiguous)."""
-    blocks = _plane_blocks(y.shape[0] * y.shape[1])
+    blocks = block_count(y.shape[0] * y.shape[1])
     _add_bias_blocks(blocks, (blocks, y, _c(b)))
 
 

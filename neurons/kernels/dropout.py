@@ -6,8 +6,8 @@ thread that draws it, so results are identical for any thread count.
 """
 import numpy as np
 
-from ._blocks import parallel
-from ._config import BLOCKS, jit, span
+from ._blocks import block_count, parallel
+from ._config import jit, span
 
 # below this many elements a pass runs as one block, without the thread pool
 PARALLEL_MIN = 65536
@@ -51,7 +51,7 @@ _backward_blocks = parallel(_backward_body)
 
 def _blocks(x):
     """One block per thread, or one block below ``PARALLEL_MIN`` elements."""
-    return BLOCKS if x.shape[0] >= PARALLEL_MIN else 1
+    return block_count(x.shape[0], x.shape[0], PARALLEL_MIN)
 
 
 def dropout_forward(x, rate, seed):

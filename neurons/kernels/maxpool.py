@@ -14,8 +14,8 @@ block, without the thread pool, below ``PARALLEL_MIN`` input elements.
 """
 import numpy as np
 
-from ._blocks import parallel
-from ._config import BLOCKS, jit, span
+from ._blocks import block_count, parallel
+from ._config import jit, span
 
 # below this many input elements a pass runs as one block, without the thread pool
 PARALLEL_MIN = 16384
@@ -72,7 +72,7 @@ def _forward_2x2(x):
 
 def _blocks(x):
     """One block of planes per thread, or one block below ``PARALLEL_MIN`` elements."""
-    return min(BLOCKS, x.shape[0] * x.shape[1]) if x.size >= PARALLEL_MIN else 1
+    return block_count(x.shape[0] * x.shape[1], x.size, PARALLEL_MIN)
 
 
 @jit
