@@ -10,8 +10,8 @@ from .activations import Activation
 from .io import load, save
 from .network import Loopback, Network, Skip
 from .objectives import Objective
-from .training import History, Trained, TrainingError
+from .training import History, Trained, TrainingError, TrainingInterrupted
 
 __version__ = "0.1.0"
-__all__ = ["Network", "Trained", "History", "TrainingError", "Activation", "Objective", "Skip", "Loopback",
+__all__ = ["Network", "Trained", "History", "TrainingError", "TrainingInterrupted", "Activation", "Objective", "Skip", "Loopback",
            "activations", "objectives", "optimizers", "layers", "datasets", "save", "load"]

@@ -14,8 +14,15 @@ import contextlib
 import ctypes
 import os
 import sys
+import threading
 
 _controller = None
+# one process-wide limit, set by the first caller to enter and restored by the last to leave:
+# with a limit per call, one thread leaving restored BLAS's threads while another thread's
+# kernels still ran
+_lock = threading.Lock()
+_users = 0
+_saved = ()
 
 
 def _get():
@@ -41,8 +48,29 @@ def keep_heap():
     return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
+def _set_threads(lib, n):
+    # threadpoolctl (3.6 and later) lets only one "controlling" thread change OpenBLAS's
+    # process-wide limit and silently ignores the others, so a ``predict`` from a worker thread
+    # ran BLAS unlimited; the calls are serialised by ``_lock`` here, so set it directly
+    getattr(lib, "_real_set_num_threads", lib.set_num_threads)(n)
+
+
 @contextlib.contextmanager
 def blas_single():
-    """Keep every loaded BLAS to one thread inside the ``with`` block (re-entrant)."""
-    with _get().limit(limits=1, user_api="blas"):
+    """Keep every loaded BLAS to one thread inside the ``with`` block (re-entrant, and safe
+    across threads: the limit holds until the last thread inside leaves)."""
+    global _users, _saved
+    with _lock:
+        if _users == 0:
+            _saved = tuple((lib, lib.num_threads) for lib in _get().lib_controllers if lib.user_api == "blas")
+            for lib, _ in _saved:
+                _set_threads(lib, 1)
+        _users += 1
+    try:
         yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                for lib, n in _saved:
+                    _set_threads(lib, n)

@@ -131,6 +131,9 @@ class Dense(_Activated):
     def shapes(self, prev):
         return (int(np.prod(prev)),), (self.units,)
 
+    def param_shapes(self, in_shape):
+        return ((self.units, in_shape[0]), (self.units,)) if self.bias else ((self.units, in_shape[0]),)
+
     def init(self, in_shape, rng, dtype):
         fan_in = in_shape[0]
         w = _uniform(rng, (self.units, fan_in), fan_in, self.units, self.activation, dtype)
@@ -187,6 +190,10 @@ class _Window(_Activated):
                 f"{self.kind} on input {(c, h, w)} with kernel {self.kernel}, stride {self.stride}, "
                 f"padding {self.padding}, dilation {self.dilation} gives an empty output {(self.filters, oh, ow)}")
         return (c, h, w), (self.filters, oh, ow)
+
+    def param_shapes(self, in_shape):
+        k = self._kernel_shape(in_shape[0])
+        return (k, (self.filters,)) if self.bias else (k,)
 
     def init(self, in_shape, rng, dtype):
         c = in_shape[0]
@@ -307,6 +314,9 @@ class Maxpool:
             raise ValueError(f"maxpool kernel {self.kernel} is larger than its input {(c, h, w)}")
         return (c, h, w), (c, oh, ow)
 
+    def param_shapes(self, in_shape):
+        return ()
+
     def init(self, in_shape, rng, dtype):
         return ()
 
@@ -390,6 +400,9 @@ class Feedback:
     def shapes(self, prev):
         self.inside(prev)
         return tuple(prev), tuple(prev)
+
+    def param_shapes(self, in_shape):
+        return tuple(lay.param_shapes(s[0]) for lay, s in zip(self.layers, self.inside(in_shape)))
 
     def init(self, in_shape, rng, dtype):
         return tuple(lay.init(s[0], rng, dtype) for lay, s in zip(self.layers, self.inside(in_shape)))

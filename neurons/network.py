@@ -5,11 +5,11 @@ connection is added, so an invalid graph fails at build time, naming indices and
 """
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import graph
+from . import _checks, graph
 from ._threads import blas_single
 from .activations import Activation
 from .layers import Convolution, Deconvolution, Dense, Feedback, Maxpool
@@ -36,6 +36,12 @@ class Loopback(NamedTuple):
         if self.scale is None:
             return 1.0
         return float(self.scale(self.iterations + 1)) if callable(self.scale) else float(self.scale)
+
+
+# objectives that take probabilities, and the output activations that give them
+_PROBABILITIES = {Objective.CROSS_ENTROPY: (Activation.SOFTMAX, Activation.SIGMOID),
+                  Objective.BINARY_CROSS_ENTROPY: (Activation.SIGMOID, Activation.SOFTMAX),
+                  Objective.KL_DIVERGENCE: (Activation.SOFTMAX, Activation.SIGMOID)}
 
 
 def _default_optimizer():
@@ -257,9 +263,8 @@ class Network:
 
     @cached_property
     def _param_shapes(self):
-        """Zero-strided stand-ins with each param's shape (no memory held)."""
-        rng = np.random.default_rng(0)
-        return tuple(_shapes_only(lay.init(shape[0], rng, np.float32)) for lay, shape in zip(self.layers, self.shapes))
+        """Zero-strided stand-ins with each param's shape (no memory held, nothing allocated)."""
+        return tuple(_shapes_only(lay.param_shapes(shape[0])) for lay, shape in zip(self.layers, self.shapes))
 
     # ------------------------------------------------------------------ functional API
 
@@ -267,13 +272,14 @@ class Network:
         """Fresh params (seeded): a tuple with one entry per layer, see SPEC §10."""
         if not self.layers:
             raise ValueError("the network has no layers; add some with dense(), convolution(), ...")
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(_checks.seed(seed))
         return tuple(lay.init(shape[0], rng, self.dtype) for lay, shape in zip(self.layers, self.shapes))
 
     def forward(self, params, x, train=False, seed=0):
         """The network's output for a batch ``x``; ``train=True`` applies dropout (masks from ``seed``)."""
         self.check_params(params)
         x = self.check_x(x)
+        train, seed = _checks.flag(train, "train"), _checks.seed(seed)
         with blas_single():
             out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x, train, seed)
         return out.reshape((len(x),) + self.output_shape)
@@ -283,6 +289,7 @@ class Network:
         self.check_params(params)
         x = self.check_x(x)
         y = self.check_y(y, len(x))
+        train, seed = _checks.flag(train, "train"), _checks.seed(seed)
         with blas_single():
             return self._loss_and_grad(params, x, y, train, seed)
 
@@ -319,18 +326,20 @@ class Network:
         """Inference outputs for ``x``, computed ``batch`` samples at a time."""
         self.check_params(params)
         x = self.check_x(x)
+        batch = _checks.positive_int(batch, "batch")
         outs = []
         with blas_single():
             for i in range(0, len(x), batch):
                 out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x[i:i + batch])
                 outs.append(out.reshape((-1,) + self.output_shape))
-        return np.concatenate(outs) if outs else np.empty((0,) + self.output_shape, self.dtype)
+        return np.concatenate(outs)
 
     def evaluate(self, params, x, y, batch=1000, tol=0.5):
         """``(loss, accuracy)``: accuracy is the arg-max match for several outputs, else ``|p - y| < tol``."""
         self.check_params(params)
         x = self.check_x(x)
         y = self.check_y(y, len(x))
+        batch, tol = _checks.positive_int(batch, "batch"), _checks.positive_number(tol, "tol")
         with blas_single():
             return self._evaluate(params, x, y, batch, tol)
 
@@ -341,8 +350,7 @@ class Network:
             p, loss = self._outputs_and_loss(params, xb, yb)
             total += loss * len(xb)
             hits += _hits(p, yb, tol)
-        n = max(len(x), 1)
-        return total / n, hits / n
+        return total / len(x), hits / len(x)
 
     def learn(self, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
               params=None, tol=0.5):
@@ -354,20 +362,32 @@ class Network:
     # ------------------------------------------------------------------ checks
 
     def check_x(self, x, name="x"):
-        """``x`` as a C-contiguous array of the network's dtype shaped ``(N,) + input_shape``."""
-        x = _numeric(x, name)
-        want = int(np.prod(self.input_shape))
-        if x.ndim < 1 or (x.ndim == 1 and want != 1) or int(np.prod(x.shape[1:])) != want:
-            raise ValueError(f"{name} has shape {x.shape}; this network takes (N, {', '.join(map(str, self.input_shape))})"
-                             f" ({want} values per sample)")
-        if x.ndim == 1:
-            x = x.reshape(-1, 1)
-        _finite(x, name)
-        return np.ascontiguousarray(x, dtype=self.dtype).reshape((len(x),) + self.input_shape)
+        """``x`` as a C-contiguous array of the network's dtype shaped exactly ``(N,) + input_shape``."""
+        x = _checks.numeric(x, name)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(self._shape_error(x.shape, name))
+        if x.dtype == np.uint8 and x.max() > 1:
+            _checks.warn(f"{name} is uint8 with values up to {x.max()}: networks train on small numbers; scale "
+                         f"images to [0, 1] first ({name} / 255, as neurons.datasets does)")
+        return _checks.as_dtype(x, self.dtype, name)
+
+    def _shape_error(self, shape, name):
+        want = self.input_shape
+        dims = ", ".join(map(str, want))
+        msg = f"{name} has shape {shape}; this network takes (N, {dims})"
+        if len(want) == 3 and shape[1:] == (want[1], want[2], want[0]):
+            return msg + f": {name} looks channels-last (N, H, W, C); pass {name}.transpose(0, 3, 1, 2)"
+        if int(np.prod(shape[1:])) == int(np.prod(want)):
+            return msg + f"; if its values are in that order, pass {name}.reshape(len({name}), {dims})"
+        return msg
 
     def check_y(self, y, n, name="y"):
-        """Targets as ``(N, outputs)`` in the network's dtype; integer labels become one-hot."""
-        y = _numeric(y, name)
+        """Targets as ``(N, outputs)`` in the network's dtype; integer labels become one-hot.
+
+        ``y`` is ``(N,) + output_shape``, ``(N, outputs)``, ``(N,)`` for one output, or integer
+        class labels ``(N,)``. Objectives that take probabilities need targets in [0, 1].
+        """
+        y = _checks.numeric(y, name)
         if len(y) != n:
             raise ValueError(f"{name} has {len(y)} samples but x has {n}")
         outputs = int(np.prod(self.output_shape))
@@ -380,14 +400,30 @@ class Network:
             onehot = np.zeros((n, outputs), self.dtype)
             onehot[np.arange(n), y] = 1
             return onehot
-        if int(np.prod(y.shape[1:])) != outputs or (y.ndim == 1 and outputs != 1):
+        if y.shape[1:] not in (self.output_shape, (outputs,)) and not (y.ndim == 1 and outputs == 1):
             raise ValueError(f"{name} has shape {y.shape}; this network gives {self.output_shape} per sample, "
                              f"so {name} should be (N, {outputs}) (or integer class labels of shape (N,))")
-        _finite(y, name)
-        return np.ascontiguousarray(y, dtype=self.dtype).reshape(n, outputs)
+        y = _checks.as_dtype(y, self.dtype, name).reshape(n, outputs)
+        if self.objective in _PROBABILITIES:
+            bad = (y < 0) | (y > 1)
+            if bad.any():
+                i, j = np.unravel_index(int(np.argmax(bad)), y.shape)
+                raise ValueError(f"{name} holds {y[i, j]} at index ({i}, {j}); {self.objective} needs targets in "
+                                 f"[0, 1] (probabilities)")
+        return y
+
+    def _warn_slips(self):
+        """Warn about a probability objective on an output that is not a probability."""
+        if self.objective not in _PROBABILITIES:
+            return
+        act = getattr(self.layers[-1], "activation", None)
+        if act is not None and act not in _PROBABILITIES[self.objective]:
+            want = str(_PROBABILITIES[self.objective][0])
+            _checks.warn(f"{self.objective} takes probabilities, but the last layer's activation is {act}: "
+                         f"the loss will not fall as it should; use activation={want!r} there")
 
     def check_params(self, params):
-        """Raise a clear error unless ``params`` fit this network (structure, shapes, dtype)."""
+        """Raise a clear error unless ``params`` fit this network (structure, shapes, dtype, finite)."""
         want = self._param_shapes
         if not isinstance(params, tuple) or len(params) != len(want):
             raise ValueError(f"params must be a tuple of {len(want)} entries (one per layer), "
@@ -402,30 +438,13 @@ class Network:
                                      f"got {getattr(a, 'shape', type(a).__name__)}")
                 if a.dtype != self.dtype:
                     raise TypeError(f"params[{i}] has dtype {a.dtype}; this network is {self.dtype}")
+                if not _checks.all_finite(a):
+                    raise ValueError(f"params[{i}] holds a non-finite value ({a[_checks.first_nonfinite(a)]}) "
+                                     f"at index {_checks.first_nonfinite(a)} of its array of shape {a.shape}")
 
     def __str__(self):
         from .display import describe
         return describe(self)
-
-
-def _numeric(a, name):
-    try:
-        a = np.asarray(a)
-    except Exception as e:  # ragged lists and the like
-        raise TypeError(f"{name} must be an array of numbers: {e}") from None
-    if a.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must hold real numbers, not dtype {a.dtype}")
-    if a.ndim == 0:
-        raise ValueError(f"{name} must have a batch axis, got a scalar")
-    return a
-
-
-def _finite(a, name):
-    if a.dtype.kind == "f":
-        ok = np.isfinite(a)
-        if not ok.all():
-            idx = np.unravel_index(int(np.argmin(ok)), a.shape)
-            raise ValueError(f"{name} holds a non-finite value ({a[idx]}) at index {tuple(int(i) for i in idx)}")
 
 
 def _hits(p, y, tol):
@@ -444,10 +463,11 @@ def _leaf_shapes(entries):
     return [a.shape for a in _leaves(tuple(entries))]
 
 
-def _shapes_only(tree):
-    if isinstance(tree, tuple):
-        return tuple(_shapes_only(t) for t in tree)
-    return np.broadcast_to(np.float32(0), tree.shape)
+def _shapes_only(entry):
+    """An entry of ``param_shapes`` (shapes, or for a block a tuple of entries) as stand-in arrays."""
+    if entry and all(isinstance(d, int) for d in entry):
+        return np.broadcast_to(np.float32(0), entry)
+    return tuple(_shapes_only(e) for e in entry)
 
 
 def _scale_tree(tree, f):

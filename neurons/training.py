@@ -13,14 +13,25 @@ import time
 
 import numpy as np
 
+from . import _checks
 from ._threads import blas_single
 
 
 class TrainingError(FloatingPointError):
-    """A NaN or inf loss; ``.result`` is the ``Trained`` with the last good params."""
+    """A NaN or inf loss or param; ``.result`` is the ``Trained`` with the last good params."""
 
     def __init__(self, message, result):
-        super().__init__(message)
+        super().__init__(f"{message}; the error's .result holds the params of the last good step (try a smaller "
+                         f"learning rate or set_objective(..., clip=(lo, hi)))")
+        self.result = result
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``learn``; ``.result`` is the ``Trained`` with the params of the last
+    finished step and the history of the finished epochs."""
+
+    def __init__(self, message, result):
+        super().__init__(f"{message}; the exception's .result holds the params of the last finished step")
         self.result = result
 
 
@@ -39,6 +50,15 @@ class History:
     def epochs(self):
         return len(self.train_loss)
 
+    def add(self, train_loss, train_time, val_loss=None, val_acc=None, val_time=None):
+        """Record one finished epoch (all its fields at once, so the lists stay of equal length)."""
+        self.train_loss.append(train_loss)
+        self.train_time.append(train_time)
+        if val_loss is not None:
+            self.val_loss.append(val_loss)
+            self.val_acc.append(val_acc)
+            self.val_time.append(val_time)
+
     def as_dict(self):
         return {k: getattr(self, k) for k in ("train_loss", "val_loss", "val_acc", "train_time", "val_time",
                                               "best_epoch", "stopped_early")}
@@ -47,7 +67,7 @@ class History:
 @dataclass
 class Trained:
     """A network with its trained params and training history."""
-    network: object
+    network: "Network"
     params: tuple
     history: History = field(default_factory=History)
 
@@ -77,16 +97,9 @@ def _validation(net, validation):
     xv = net.check_x(validation[0], "x_val")
     yv = net.check_y(validation[1], len(xv), "y_val")
     patience = validation[2] if len(validation) == 3 else None
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, (int, np.integer))
-                                 or patience < 1):
-        raise ValueError(f"patience must be an int >= 1 or None, got {patience!r}")
+    if patience is not None:
+        patience = _checks.positive_int(patience, "patience")
     return xv, yv, patience
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return int(value)
 
 
 def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
@@ -95,7 +108,12 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
 
     ``validation``: ``(x_val, y_val)`` or ``(x_val, y_val, patience)``. ``params``: start from
     these instead of ``net.init(seed)``. ``print_every``: print the epoch table every that many
-    epochs (and the last). A NaN/inf loss raises ``TrainingError`` carrying the last good params.
+    epochs (and the last).
+
+    Nothing learned is lost on the way out: a NaN/inf loss, or an update that makes a param
+    non-finite, raises ``TrainingError`` and Ctrl-C raises ``TrainingInterrupted`` (a
+    ``KeyboardInterrupt``); either carries ``.result``, the ``Trained`` with the params of the
+    last finished step (always finite) and the history of the finished epochs.
     """
     x = net.check_x(x)
     y = net.check_y(y, len(x))
@@ -103,70 +121,91 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     # accuracy means something for one output (|pred - target| < tol) or one-hot targets; for
     # other multi-output targets (an autoencoder's images) the history holds NaN and the table "-"
     scored = yv is not None and _scored(yv)
-    batch = _positive_int(batch, "batch")
-    epochs = _positive_int(epochs, "epochs")
+    batch = _checks.positive_int(batch, "batch")
+    epochs = _checks.positive_int(epochs, "epochs")
+    seed = _checks.seed(seed)
+    shuffle = _checks.flag(shuffle, "shuffle")
+    tol = _checks.positive_number(tol, "tol")
     if print_every is not None:
-        print_every = _positive_int(print_every, "print_every")
+        print_every = _checks.positive_int(print_every, "print_every")
     if params is None:
         params = net.init(seed)
     else:
         net.check_params(params)
         params = _copy(params)
+    net._warn_slips()
     out = out or sys.stdout
     opt = net.optimizer
     state = opt.init(params)
     history = History()
     best, best_loss, rising, prev = params, np.inf, 0, None
-    good = params
     n = len(x)
-
-    if print_every:
-        print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
-    with blas_single():
-        for epoch in range(epochs):
-            t0 = time.perf_counter()
-            order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-            total = 0.0
-            for step, start in enumerate(range(0, n, batch)):
-                idx = order[start:start + batch]
-                xb, yb = (x[idx], y[idx]) if shuffle else (x[start:start + batch], y[start:start + batch])
-                loss, grads = net._loss_and_grad(params, xb, yb, True, _step_seed(seed, epoch, step))
-                if not np.isfinite(loss):
-                    # these params gave a non-finite loss; the step before them was good. (A
-                    # non-finite gradient shows up here one step later, with `good` still finite.)
-                    raise TrainingError(
-                        f"the loss became {loss} at epoch {epoch + 1}, batch {step + 1}; the error's .result "
-                        f"holds the last good params (try a smaller learning rate or "
-                        f"set_objective(..., clip=(lo, hi)))", Trained(net, good, history))
-                good = params
-                params, state = opt.update(grads, state, params)
-                total += loss * len(idx)
-            history.train_loss.append(total / n)
-            history.train_time.append(time.perf_counter() - t0)
-
-            if xv is not None:
-                t1 = time.perf_counter()
-                vloss, vacc = net._evaluate(params, xv, yv, tol=tol)
-                history.val_time.append(time.perf_counter() - t1)
-                history.val_loss.append(vloss)
-                history.val_acc.append(vacc if scored else float("nan"))
-                if vloss < best_loss:
-                    best, best_loss, history.best_epoch = params, vloss, epoch + 1
-                rising = rising + 1 if prev is not None and vloss > prev else 0
-                prev = vloss
-            if print_every and ((epoch + 1) % print_every == 0 or epoch + 1 == epochs
-                                or (patience and rising >= patience)):
-                _row(out, epoch + 1, history)
-            if patience and rising >= patience:
-                history.stopped_early = True
-                if print_every:
-                    print(f"stopped early: the validation loss rose {patience} epochs in a row; "
-                          f"keeping the params of epoch {history.best_epoch}", file=out)
-                break
-    if not _finite_tree(params):
-        raise TrainingError(f"the last step (epoch {history.epochs}) made the params non-finite; the error's "
-                            f".result holds the last good params", Trained(net, good, history))
+    # ``params`` only ever holds finished steps' params, all finite (each update is checked before
+    # it is kept), and ``good`` the last of them whose loss was finite too: what an error or
+    # Ctrl-C hands back is always usable
+    good = params
+    epoch = step = 0
+    try:
+        if print_every:
+            print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
+        with blas_single():
+            for epoch in range(epochs):
+                t0 = time.perf_counter()
+                order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+                total = 0.0
+                for step, start in enumerate(range(0, n, batch)):
+                    idx = order[start:start + batch]
+                    xb, yb = (x[idx], y[idx]) if shuffle else (x[start:start + batch], y[start:start + batch])
+                    loss, grads = net._loss_and_grad(params, xb, yb, True, _step_seed(seed, epoch, step))
+                    if not np.isfinite(loss):
+                        raise TrainingError(f"the loss became {loss} at epoch {epoch + 1}, batch {step + 1}",
+                                            Trained(net, good, history))
+                    good = params
+                    new, state = opt.update(grads, state, params)
+                    bad = _nonfinite_leaf(new)
+                    if bad is not None:
+                        raise TrainingError(f"the update at epoch {epoch + 1}, batch {step + 1} made {bad} non-finite",
+                                            Trained(net, params, history))
+                    params = new
+                    total += loss * len(idx)
+                train_time = time.perf_counter() - t0
+                if xv is None:
+                    history.add(total / n, train_time)
+                else:
+                    t1 = time.perf_counter()
+                    vloss, vacc = net._evaluate(params, xv, yv, tol=tol)
+                    history.add(total / n, train_time, vloss, vacc if scored else float("nan"),
+                                time.perf_counter() - t1)
+                    if vloss < best_loss:
+                        best, best_loss, history.best_epoch = params, vloss, epoch + 1
+                    rising = rising + 1 if prev is not None and vloss > prev else 0
+                    prev = vloss
+                if print_every and ((epoch + 1) % print_every == 0 or epoch + 1 == epochs
+                                    or (patience and rising >= patience)):
+                    _row(out, epoch + 1, history)
+                if patience and rising >= patience:
+                    history.stopped_early = True
+                    if print_every:
+                        print(f"stopped early: the validation loss rose {patience} epochs in a row; "
+                              f"keeping the params of epoch {history.best_epoch}", file=out)
+                    break
+    except KeyboardInterrupt as e:
+        if isinstance(e, TrainingInterrupted):
+            raise
+        raise TrainingInterrupted(f"interrupted at epoch {epoch + 1}, batch {step + 1}",
+                                  Trained(net, params, history)) from None
     return Trained(net, best if xv is not None else params, history)
+
+
+def _nonfinite_leaf(tree, where="params"):
+    """``"params[i][j]"`` for the first array in ``tree`` holding a NaN or inf, else None."""
+    if isinstance(tree, tuple):
+        for i, t in enumerate(tree):
+            bad = _nonfinite_leaf(t, f"{where}[{i}]")
+            if bad is not None:
+                return bad
+        return None
+    return None if _checks.all_finite(tree) else where
 
 
 def _scored(y):
@@ -183,12 +222,6 @@ def _row(out, epoch, h):
 
 def _step_seed(seed, epoch, step):
     return (int(seed) * 1_000_003 + epoch * 10_007 + step) & 0x7FFFFFFFFFFFFFFF
-
-
-def _finite_tree(tree):
-    if isinstance(tree, tuple):
-        return all(_finite_tree(t) for t in tree)
-    return bool(np.isfinite(tree.sum()))
 
 
 def _copy(tree):

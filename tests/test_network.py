@@ -1,4 +1,7 @@
 """The builder: shapes, immutability, display, and every build-time or input error."""
+import tracemalloc
+import warnings
+
 import numpy as np
 import pytest
 
@@ -141,3 +144,116 @@ def test_integer_labels_become_one_hot(iris_net):
     a = iris_net.loss_and_grad(p, x, labels)[0]
     b = iris_net.loss_and_grad(p, x, np.eye(3)[labels])[0]
     assert a == b
+
+
+def test_x_must_have_exactly_the_input_shape():
+    images = neurons.Network((3, 8, 8)).convolution(2, 3).dense(2)
+    p = images.init(0)
+    with pytest.raises(ValueError, match=r"x has shape \(4, 8, 8, 3\); this network takes \(N, 3, 8, 8\): "
+                                         r"x looks channels-last .* x.transpose\(0, 3, 1, 2\)"):
+        images.predict(p, np.zeros((4, 8, 8, 3)))
+    with pytest.raises(ValueError, match=r"x has shape \(4, 192\); .*x.reshape\(len\(x\), 3, 8, 8\)"):
+        images.predict(p, np.zeros((4, 192)))
+    with pytest.raises(ValueError, match=r"x_val has shape \(2, 3, 64\)"):
+        images.learn(np.zeros((4, 3, 8, 8)), np.zeros((4, 2)), validation=(np.zeros((2, 3, 64)), np.zeros((2, 2))))
+    one = neurons.Network((1,)).dense(1)
+    with pytest.raises(ValueError, match=r"x has shape \(5,\); this network takes \(N, 1\)"):
+        one.predict(one.init(0), np.zeros(5))
+    assert images.predict(p, np.zeros((4, 3, 8, 8))).shape == (4, 2)
+
+
+def test_targets_must_have_the_output_shape():
+    auto = neurons.Network((1, 4, 4)).convolution(1, 3, padding=1)
+    p = auto.init(0)
+    x = np.zeros((2, 1, 4, 4))
+    assert auto.loss_and_grad(p, x, np.zeros((2, 1, 4, 4)))[0] == auto.loss_and_grad(p, x, np.zeros((2, 16)))[0]
+    with pytest.raises(ValueError, match=r"y has shape \(2, 4, 4\)"):
+        auto.loss_and_grad(p, x, np.zeros((2, 4, 4)))
+
+
+def test_values_too_large_for_the_dtype_are_refused(iris_net):
+    x = np.zeros((3, 4))
+    x[1, 2] = 1e39
+    with pytest.raises(ValueError, match=r"x holds 1e\+39 at index \(1, 2\), which is too large for float32"):
+        iris_net.predict(iris_net.init(0), x)
+    wide = neurons.Network((4,), "float64").dense(3, "softmax")
+    assert np.isfinite(wide.predict(wide.init(0), x * 1e-300)).all()
+    one = neurons.Network((4,)).dense(1)
+    with pytest.raises(ValueError, match=r"y holds 1e\+300 at index \(1,\), which is too large for float32"):
+        one.loss_and_grad(one.init(0), np.zeros((3, 4)), np.array([1.0, 1e300, 0.0]))
+
+
+def test_empty_data_is_refused(iris_net):
+    p = iris_net.init(0)
+    x, y = np.zeros((6, 4)), np.zeros(6, int)
+    for call in (lambda: iris_net.learn(x[:0], y[:0], epochs=1),
+                 lambda: iris_net.learn(x, y, validation=(x[:0], y[:0]), epochs=1),
+                 lambda: iris_net.evaluate(p, x[:0], y[:0]),
+                 lambda: iris_net.predict(p, x[:0])):
+        with pytest.raises(ValueError, match=r"is empty \(shape \(0, 4\)\): there are no samples"):
+            call()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda n, p, x, y: n.predict(p, x, batch=0), "batch must be an int >= 1, got 0"),
+    (lambda n, p, x, y: n.predict(p, x, batch=-1), "batch must be an int >= 1, got -1"),
+    (lambda n, p, x, y: n.evaluate(p, x, y, batch=2.5), "batch must be an int >= 1, got 2.5"),
+    (lambda n, p, x, y: n.evaluate(p, x, y, tol=0), "tol must be a finite number > 0, got 0"),
+    (lambda n, p, x, y: n.learn(x, y, seed=-1), "seed must be an int >= 0, got -1"),
+    (lambda n, p, x, y: n.learn(x, y, seed=0.5), "seed must be an int >= 0, got 0.5"),
+    (lambda n, p, x, y: n.learn(x, y, epochs=0), "epochs must be an int >= 1, got 0"),
+    (lambda n, p, x, y: n.learn(x, y, validation=(x, y, 0)), "patience must be an int >= 1, got 0"),
+    (lambda n, p, x, y: n.learn(x, y, shuffle="yes"), "shuffle must be True or False"),
+    (lambda n, p, x, y: n.init(seed=-1), "seed must be an int >= 0, got -1"),
+    (lambda n, p, x, y: n.forward(p, x, seed=-3), "seed must be an int >= 0, got -3"),
+    (lambda n, p, x, y: n.loss_and_grad(p, x, y, train="no"), "train must be True or False"),
+])
+def test_every_argument_is_checked_by_name(iris_net, call, match):
+    x, y = np.zeros((6, 4)), np.zeros(6, int)
+    with pytest.raises((ValueError, TypeError), match=match):
+        call(iris_net, iris_net.init(0), x, y)
+
+
+def test_non_finite_params_are_refused(iris_net):
+    p = iris_net.init(0)
+    w = p[1][0].copy()
+    w[2, 1] = np.inf
+    with pytest.raises(ValueError, match=r"params\[1\] holds a non-finite value \(inf\) at index \(2, 1\)"):
+        iris_net.predict((p[0], (w, p[1][1])), np.zeros((2, 4)))
+
+
+def test_probability_objectives_need_targets_in_0_1():
+    net = neurons.Network((2,)).dense(1, "sigmoid").set_objective("binary_cross_entropy")
+    p = net.init(0)
+    with pytest.raises(ValueError, match=r"y holds 2.0 at index \(1, 0\); binary_cross_entropy needs targets "
+                                         r"in \[0, 1\]"):
+        net.loss_and_grad(p, np.zeros((3, 2)), np.array([0.0, 2.0, 1.0]))
+    assert np.isfinite(net.loss_and_grad(p, np.zeros((3, 2)), np.array([0.0, 0.5, 1.0]))[0])
+
+
+def test_slips_are_warned_about():
+    x, labels = np.random.default_rng(0).random((8, 4)), np.arange(8) % 3
+    linear = neurons.Network((4,)).dense(3).set_objective("cross_entropy")
+    with pytest.warns(UserWarning, match="cross_entropy takes probabilities, but the last layer's activation is linear"):
+        linear.learn(x, labels, epochs=1)
+    softmax = neurons.Network((4,)).dense(3, "softmax").set_objective("cross_entropy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        softmax.learn(x, labels, epochs=1)
+    images = neurons.Network((1, 4, 4)).dense(3, "softmax").set_objective("cross_entropy")
+    pixels = (np.random.default_rng(0).random((8, 1, 4, 4)) * 255).astype(np.uint8)
+    with pytest.warns(UserWarning, match=r"x is uint8 with values up to \d+: .*\(x / 255"):
+        images.learn(pixels, labels, epochs=1)
+
+
+def test_parameters_are_counted_without_allocating_them():
+    tracemalloc.start()
+    try:
+        net = neurons.Network((4,)).dense(10**8).dense(3)
+        text, count = str(net), net.parameters
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == 5 * 10**8 + 3 * 10**8 + 3
+    assert "500,000,000" in text
+    assert peak < 5_000_000

@@ -126,3 +126,92 @@ def test_xor_is_solved():
     t = net.learn(x, y, batch=4, epochs=2000, seed=1)
     np.testing.assert_array_equal(np.round(t.predict(x)), y)
     assert t.evaluate(x, y)[1] == 1.0
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_an_update_that_overflows_raises_with_finite_params():
+    # lr 3e38: the first loss is finite, the first update overflows float32: the error comes there
+    x, y = _regression()
+    with pytest.raises(neurons.TrainingError, match=r"the update at epoch 1, batch 1 made params\[\d\]\[\d\] "
+                                                    r"non-finite") as info:
+        _net(lr=3e38).learn(x, y * 100, batch=8, epochs=2)
+    p0 = _net().init(0)
+    for a, b in zip(gradcheck.leaves(info.value.result.params), gradcheck.leaves(p0)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_a_diverging_cnn_stops_with_finite_params():
+    # the quickstart's layers with SGD(lr=1e14): before NaN propagated through ReLU and
+    # max-pool, this trained on with NaN weights and handed them back
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 1, 10, 10)).astype(np.float32)
+    labels = rng.integers(0, 10, 64)
+    net = (neurons.Network((1, 10, 10)).convolution(5, 3, padding=1, activation="relu").maxpool()
+           .dense(20, "relu", bias=False).dense(10, "softmax", bias=False)
+           .set_optimizer(SGD(lr=1e14)).set_objective("cross_entropy"))
+    with pytest.raises(neurons.TrainingError, match=r"at epoch \d+, batch \d+") as info:
+        net.learn(x, labels, batch=8, epochs=5)
+    result = info.value.result
+    assert all(np.isfinite(p).all() for p in gradcheck.leaves(result.params))
+    assert np.isfinite(result.evaluate(x, labels)[0])
+
+
+class _InterruptAt:
+    """An optimizer that acts as ``inner`` but raises KeyboardInterrupt at update number ``at``."""
+
+    def __init__(self, inner, at):
+        self.inner, self.at, self.calls = inner, at, 0
+
+    def init(self, params):
+        return self.inner.init(params)
+
+    def update(self, grads, state, params):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.inner.update(grads, state, params)
+
+
+def test_ctrl_c_hands_back_the_last_finished_step():
+    x, y = _regression(n=32)
+    net = _net(dropout=0.1)
+    two = net.learn(x, y, validation=(x, y), batch=8, epochs=2, seed=5)        # 4 steps an epoch
+    with pytest.raises(KeyboardInterrupt) as info:
+        net.set_optimizer(_InterruptAt(SGD(lr=0.05), 10)).learn(x, y, validation=(x, y), batch=8, epochs=5,
+                                                                 seed=5)
+    assert isinstance(info.value, neurons.TrainingInterrupted)
+    assert "epoch 3, batch 2" in str(info.value)
+    result = info.value.result
+    h = result.history
+    assert h.epochs == 2 and len(h.val_loss) == len(h.train_time) == 2 and h.train_loss == two.history.train_loss
+    # the params after 2 epochs and the first step of epoch 3 (the 9th update; the 10th raised)
+    order = np.random.default_rng([5, 2]).permutation(32)[:8]
+    from neurons.training import _step_seed
+    _, g = net._loss_and_grad(two.params, net.check_x(x[order]), net.check_y(y[order], 8), True, _step_seed(5, 2, 0))
+    want, _ = SGD(lr=0.05).update(g, SGD(lr=0.05).init(two.params), two.params)
+    for a, b in zip(gradcheck.leaves(result.params), gradcheck.leaves(want)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ctrl_c_in_a_real_run_is_caught_with_the_result(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import os, signal, threading, numpy as np, neurons\n"
+        "x = np.random.default_rng(0).random((4000, 20)).astype(np.float32)\n"
+        "y = x.sum(1, keepdims=True)\n"
+        "net = neurons.Network((20,)).dense(64, 'tanh').dense(1)\n"
+        "net.learn(x[:64], y[:64], epochs=1)\n"                       # compiled before the clock starts
+        "threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+        "try:\n"
+        "    net.learn(x, y, batch=4, epochs=10**6)\n"
+        "except neurons.TrainingInterrupted as e:\n"
+        "    p = e.result.params\n"
+        "    print('caught', isinstance(e, KeyboardInterrupt), all(np.isfinite(a).all() for t in p for a in t),\n"
+        "          e.result.history.epochs, len(e.result.history.train_time))\n")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    words = out.stdout.split()
+    assert words[:3] == ["caught", "True", "True"] and words[3] == words[4]
