@@ -19,7 +19,7 @@ def load(data):
 def run_neurons(args, x, y, xt):
     import numpy as np
     from bench.archs import neurons_net
-    from neurons._threads import blas_single
+    from neurons._threads import running
     from neurons.training import _step_seed
     net = neurons_net(args.arch)
     if args.arch == "mlp":
@@ -41,7 +41,7 @@ def run_neurons(args, x, y, xt):
             params, state = opt.update(grads, state, params, inplace=True)
         return params, state
 
-    with blas_single():
+    with running():
         t0 = time.perf_counter()
         params, state = epoch(params, state, steps=1)
         first = time.perf_counter() - t0

@@ -1,14 +1,17 @@
-"""BLAS threads while kernels run.
+"""What holds while the library's kernels run: ``with running(): ...``.
 
-Numba's thread pool gives the parallelism; BLAS is kept to one thread meanwhile, because BLAS
-threads spinning next to Numba's oversubscribed the two cores here (a 20x slower training
-step). The controller is built once; entering the limit is then a couple of C calls.
+BLAS is kept to one thread. Numba's thread pool gives the parallelism, and BLAS threads
+spinning next to Numba's oversubscribed the two cores here (a 20x slower training step).
 
-The first use also asks glibc to keep freed memory for reuse (``keep_heap``): a training step
-allocates and frees the same few-megabyte arrays every batch, and by default glibc serves those
-with fresh ``mmap`` pages and returns them on ``free``, so every step paid the page faults again
-(lenet step 12.8 -> 10.0 ms; quickstart, whose arrays are small, 0.63 -> 0.61 ms: medians of
-8 processes each). The process then keeps its peak heap. ``NEURONS_KEEP_HEAP=0`` turns this off.
+glibc is asked to keep freed memory for reuse. A training step allocates and frees the same
+few-megabyte arrays every batch; by default glibc serves those with fresh ``mmap`` pages and
+returns them on ``free``, so every step paid the page faults again (lenet step 12.8 -> 10.0 ms;
+quickstart, whose arrays are small, 0.63 -> 0.61 ms: medians of 8 processes each).
+``NEURONS_KEEP_HEAP=0`` turns this off.
+
+Both settings are process-wide, so they are made by the first thread to enter ``running`` and
+undone by the last to leave: a user's own code outside ``learn``/``predict``/... runs with
+BLAS's threads and glibc's defaults.
 """
 import contextlib
 import ctypes
@@ -17,12 +20,13 @@ import sys
 import threading
 
 _controller = None
-# one process-wide limit, set by the first caller to enter and restored by the last to leave:
-# with a limit per call, one thread leaving restored BLAS's threads while another thread's
-# kernels still ran
 _lock = threading.Lock()
 _users = 0
 _saved = ()
+
+# glibc's mallopt parameters, and their documented defaults (restored when the work is done)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_DEFAULT_THRESHOLD = 128 * 1024
 
 
 def _get():
@@ -31,21 +35,26 @@ def _get():
         import scipy.linalg.cython_blas  # noqa: F401  (the BLAS kernels/blas.py calls: load it first)
         from threadpoolctl import ThreadpoolController
         _controller = ThreadpoolController()
-        keep_heap()
     return _controller
 
 
-def keep_heap():
-    """Serve large allocations from the heap and never trim it (glibc only; else a no-op).
-    Returns whether the setting was applied."""
+def _libc():
     if os.environ.get("NEURONS_KEEP_HEAP", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        libc = ctypes.CDLL("libc.so.6")
+        return ctypes.CDLL("libc.so.6")
     except OSError:         # not glibc (e.g. musl)
+        return None
+
+
+def keep_heap(keep):
+    """Serve large allocations from the heap and never trim it (``keep``), or glibc's default
+    thresholds again. glibc only, else a no-op; returns whether the setting was applied."""
+    libc = _libc()
+    if libc is None:
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, (1 << 31) - 1))
+    mmap, trim = (1 << 30, (1 << 31) - 1) if keep else (_DEFAULT_THRESHOLD, _DEFAULT_THRESHOLD)
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap) and libc.mallopt(_M_TRIM_THRESHOLD, trim))
 
 
 def _set_threads(lib, n):
@@ -56,15 +65,16 @@ def _set_threads(lib, n):
 
 
 @contextlib.contextmanager
-def blas_single():
-    """Keep every loaded BLAS to one thread inside the ``with`` block (re-entrant, and safe
-    across threads: the limit holds until the last thread inside leaves)."""
+def running():
+    """BLAS on one thread and the heap kept, inside the ``with`` block (re-entrant, and safe
+    across threads: the settings hold until the last thread inside leaves)."""
     global _users, _saved
     with _lock:
         if _users == 0:
             _saved = tuple((lib, lib.num_threads) for lib in _get().lib_controllers if lib.user_api == "blas")
             for lib, _ in _saved:
                 _set_threads(lib, 1)
+            keep_heap(True)
         _users += 1
     try:
         yield
@@ -74,3 +84,4 @@ def blas_single():
             if _users == 0:
                 for lib, n in _saved:
                     _set_threads(lib, n)
+                keep_heap(False)

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _checks, graph
-from ._threads import blas_single
+from ._threads import running
 from .activations import Activation
 from .layers import Convolution, Deconvolution, Dense, Feedback, Maxpool
 from .objectives import Objective, objective as _objective
@@ -280,7 +280,7 @@ class Network:
         self.check_params(params)
         x = self.check_x(x)
         train, seed = _checks.flag(train, "train"), _checks.seed(seed)
-        with blas_single():
+        with running():
             out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x, train, seed)
         return out.reshape((len(x),) + self.output_shape)
 
@@ -290,7 +290,7 @@ class Network:
         x = self.check_x(x)
         y = self.check_y(y, len(x))
         train, seed = _checks.flag(train, "train"), _checks.seed(seed)
-        with blas_single():
+        with running():
             return self._loss_and_grad(params, x, y, train, seed)
 
     def _loss_and_grad(self, params, x, y, train, seed):
@@ -328,7 +328,7 @@ class Network:
         x = self.check_x(x)
         batch = _checks.positive_int(batch, "batch")
         outs = []
-        with blas_single():
+        with running():
             for i in range(0, len(x), batch):
                 out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x[i:i + batch])
                 outs.append(out.reshape((-1,) + self.output_shape))
@@ -340,7 +340,7 @@ class Network:
         x = self.check_x(x)
         y = self.check_y(y, len(x))
         batch, tol = _checks.positive_int(batch, "batch"), _checks.positive_number(tol, "tol")
-        with blas_single():
+        with running():
             return self._evaluate(params, x, y, batch, tol)
 
     def _evaluate(self, params, x, y, batch=1000, tol=0.5):

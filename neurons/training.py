@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import _checks
-from ._threads import blas_single
+from ._threads import running
 
 
 class TrainingError(FloatingPointError):
@@ -148,7 +148,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
-        with blas_single():
+        with running():
             for epoch in range(epochs):
                 t0 = time.perf_counter()
                 order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)

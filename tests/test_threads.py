@@ -5,7 +5,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 import neurons
-from neurons._threads import blas_single
+from neurons._threads import running
 
 
 def _blas_threads():
@@ -13,7 +13,7 @@ def _blas_threads():
 
 
 def test_the_blas_limit_holds_until_the_last_thread_leaves():
-    with blas_single():             # loads the BLAS the kernels call
+    with running():             # loads the BLAS the kernels call
         pass
     before = _blas_threads()
     assert before
@@ -21,14 +21,14 @@ def test_the_blas_limit_holds_until_the_last_thread_leaves():
     seen = []
 
     def a():
-        with blas_single():
+        with running():
             entered.set()
             b_checked.wait(10)
         a_left.set()
 
     def b():
         entered.wait(10)
-        with blas_single():
+        with running():
             b_checked.set()
             a_left.wait(10)
             seen.append(_blas_threads())        # A has left; B's kernels still run here
@@ -66,3 +66,20 @@ def test_threads_predicting_at_once_get_the_serial_bits():
     for i, outs in results.items():
         for out in outs:
             np.testing.assert_array_equal(out, serial[i % 4])
+
+
+def test_the_heap_setting_is_scoped_to_the_librarys_work(monkeypatch):
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    from neurons import _threads
+    monkeypatch.setattr(_threads, "_libc", lambda: FakeLibc())
+    net = neurons.Network((3,)).dense(2)
+    net.predict(net.init(0), np.zeros((4, 3)))
+    mmap, trim = _threads._M_MMAP_THRESHOLD, _threads._M_TRIM_THRESHOLD
+    assert calls == [(mmap, 1 << 30), (trim, (1 << 31) - 1),                 # kept while predict ran
+                     (mmap, 128 * 1024), (trim, 128 * 1024)]                 # glibc's defaults after
