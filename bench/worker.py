@@ -38,7 +38,7 @@ def run_neurons(args, x, y, xt):
                 break
             idx = order[start:start + b]
             loss, grads = net._loss_and_grad(params, x[idx], yy[idx], True, _step_seed(0, 0, step))
-            params, state = opt.update(grads, state, params, inplace=True)
+            params, state = opt.update(grads, state, params)
         return params, state
 
     with running():

@@ -5,8 +5,9 @@ Sorted by increasing complexity. Each follows the algorithm PyTorch documents fo
 decouples it); the step ``count`` counts optimizer steps, and bias corrections use it. State is
 a NamedTuple of trees shaped like ``params``; nothing is hidden in globals.
 
-``update`` is pure by default (new arrays, inputs untouched); ``inplace=True`` overwrites the
-params and state arrays and returns them, which the training loop may use.
+``update`` is pure: it returns new arrays and never writes to the params or state it is
+given, so params that ``learn`` keeps (the last good step's, the best epoch's) can never be
+overwritten by a later step.
 """
 from dataclasses import asdict, dataclass
 import math
@@ -74,26 +75,22 @@ class _Optimizer:
     def config(self):
         return {"name": type(self).__name__, **asdict(self)}
 
-    def _walk(self, grads, state, params, inplace, kernel):
-        """Run ``kernel(p, g, *state_leaves)`` on every leaf (it updates p and the state where they lie;
-        pure updates hand it copies); returns new params and state arrays."""
+    def _walk(self, grads, state, params, kernel):
+        """Run ``kernel(p, g, *state_leaves)`` on copies of every leaf (it updates p and the state
+        where they lie); returns the new params and state arrays."""
         ps, gs = _leaves(params), _leaves(grads)
         if len(ps) != len(gs):
             raise ValueError(f"grads have {len(gs)} arrays but params have {len(ps)}")
         fields = [f for f in state._fields if f != "count"]
-        cols = [_leaves(getattr(state, f)) for f in fields]
-        if not inplace:
-            cols = [[a.copy() for a in col] for col in cols]
+        cols = [[a.copy() for a in _leaves(getattr(state, f))] for f in fields]
         outs = []
         for i, (p, g) in enumerate(zip(ps, gs)):
             if g.shape != p.shape:
                 raise ValueError(f"gradient {i} has shape {g.shape}, its param {p.shape}")
-            out = p if inplace else p.copy()
+            out = p.copy()
             kernel(out.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
                    *[col[i].reshape(-1) if col[i].size else col[i] for col in cols])
             outs.append(out)
-        if inplace:         # every array was updated where it lies: the trees are the ones given
-            return params, {f: getattr(state, f) for f in fields}
         new_params = _rebuild(params, iter(outs))
         new_state = {f: _rebuild(getattr(state, f), iter(col)) for f, col in zip(fields, cols)}
         return new_params, new_state
@@ -105,10 +102,10 @@ class SGDState(NamedTuple):
 
 
 class _SGDStep(_Optimizer):
-    def update(self, grads, state, params, inplace=False):
+    def update(self, grads, state, params):
         mu = getattr(self, "momentum", 0.0)
         first = state.count == 0
-        new, st = self._walk(grads, state, params, inplace,
+        new, st = self._walk(grads, state, params,
                              lambda p, g, buf: k.sgd(p, g, buf, self.lr, mu, self.decay, first))
         return new, SGDState(state.count + 1, **st)
 
@@ -157,11 +154,11 @@ class Adam(_Optimizer):
     def init(self, params):
         return AdamState(0, _zeros(params), _zeros(params))
 
-    def update(self, grads, state, params, inplace=False):
+    def update(self, grads, state, params):
         t = state.count + 1
         c1 = 1.0 - self.beta1 ** t
         rc2 = math.sqrt(1.0 - self.beta2 ** t)
-        new, st = self._walk(grads, state, params, inplace, lambda p, g, m, v: k.adam(
+        new, st = self._walk(grads, state, params, lambda p, g, m, v: k.adam(
             p, g, m, v, self.lr, self.beta1, self.beta2, self.eps, self.decay, self._decoupled, c1, rc2))
         return new, AdamState(t, **st)
 
@@ -204,8 +201,8 @@ class RMSprop(_Optimizer):
         return RMSpropState(0, _zeros(params), _zeros(params) if self.centered else none,
                             _zeros(params) if self.momentum > 0 else none)
 
-    def update(self, grads, state, params, inplace=False):
-        new, st = self._walk(grads, state, params, inplace, lambda p, g, sq, ga, buf: k.rmsprop(
+    def update(self, grads, state, params):
+        new, st = self._walk(grads, state, params, lambda p, g, sq, ga, buf: k.rmsprop(
             p, g, sq, ga, buf, self.lr, self.alpha, self.eps, self.decay, self.momentum))
         return new, RMSpropState(state.count + 1, **st)
 
