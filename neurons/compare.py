@@ -18,9 +18,6 @@ from .layers import Convolution, Dense
 from .network import Network
 from .optimizers import Adam
 
-VARIANTS = ("plain", "skip", "loop2", "loop3", "feedback2", "feedback3")
-
-
 def architectures(kind, input_shape, outputs, classify=True, dtype="float32", optimizer=None, width=None):
     """The study's networks by name, for ``kind`` "cnn" or "mlp".
 

@@ -34,18 +34,30 @@ def test_study_records_histories_probes_and_plots(tmp_path):
     nets = {k: nets[k] for k in ("plain", "loop2+skip", "feedback2")}
     res = compare.study(nets, (x, y, x, y, x, y), runs=2, epochs=2, batch=16, log=None)
     assert set(res["results"]) == set(nets)
-    run = res["results"]["loop2+skip"][1]
-    assert run["seed"] == 1
-    assert len(run["history"]["train_loss"]) == len(run["history"]["val_time"]) == 2
-    assert set(run["probes"]) == {"skips off", "loops off", "all off"}
-    assert 0.0 <= run["probes"]["all off"]["accuracy"] <= 1.0
-    # probing evaluates the same params through another graph: the numbers differ
-    assert run["probes"]["all off"]["loss"] != pytest.approx(run["test_loss"])
+    # every recorded figure is what training that network with that run's seed gives
+    for name, net in nets.items():
+        assert [r["seed"] for r in res["results"][name]] == [0, 1]
+        for run in res["results"][name]:
+            t = net.learn(x, y, validation=(x, y), batch=16, epochs=2, seed=run["seed"])
+            assert run["history"]["train_loss"] == t.history.train_loss
+            assert run["history"]["val_acc"] == t.history.val_acc
+            assert (run["test_loss"], run["test_accuracy"]) == t.evaluate(x, y)
+            probed = {k: p.evaluate(t.params, x, y) for k, p in compare.probes(net).items()}
+            assert {k: (v["loss"], v["accuracy"]) for k, v in run["probes"].items()} == probed
+    assert set(res["results"]["loop2+skip"][0]["probes"]) == {"skips off", "loops off", "all off"}
     path = tmp_path / "res.json"
     compare.save(res, path)
     assert compare.load(path) == json.loads(json.dumps(res))
     rows = compare.summary(res)
     assert [r[0] for r in rows] == list(nets)
+    for row, runs in zip(rows, res["results"].values()):
+        accs = [r["test_accuracy"] for r in runs]
+        assert row[1:3] == (np.mean(accs), np.std(accs))
+        assert row[5] == {k: np.mean([r["probes"][k]["accuracy"] for r in runs]) for k in runs[0]["probes"]}
     pytest.importorskip("matplotlib")
-    for p in compare.plot(res, tmp_path / "plots"):
-        assert (tmp_path / "plots" / p.split("/")[-1]).stat().st_size > 10_000
+    from matplotlib.image import imread
+    paths = compare.plot(res, tmp_path / "plots")
+    assert [p.split("/")[-1] for p in paths] == ["curves.png", "accuracy_and_time.png"]
+    for p in paths:
+        image = imread(p)
+        assert image.shape[:2] == (450, 1600) and image[..., :3].std() > 0.05    # drawn, not blank
