@@ -8,11 +8,18 @@ import csv
 import gzip
 import hashlib
 import importlib.resources
+import math
 import os
+import struct
+import zlib
 from typing import NamedTuple
 
 import numpy as np
 
+_CHUNK = 1 << 20            # bytes read (decompressed) at a time
+_IDX_HEAD = 4 + 4 * 255     # the longest IDX header: magic, then 255 dimensions
+_F32_MAX = float(np.finfo(np.float32).max)
+_MAX_RATIO = 1032           # deflate's largest expansion: no file holds more than this times its size
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
            0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
@@ -35,20 +42,30 @@ _WHERE = {
 }
 
 
-def _read_bytes(path):
+def _read_bytes(path, limit):
+    """At most ``limit + 1`` bytes of ``path``, decompressed if it is gzip.
+
+    Read a chunk at a time, so a file holding more than ``limit`` bytes (a gzip bomb) costs about
+    ``limit`` bytes of memory, never its full size. A corrupt or truncated gzip stream is a
+    ``ValueError`` naming the file.
+    """
     with open(path, "rb") as fh:
-        head = fh.read(2)
-    opener = gzip.open if head == b"\x1f\x8b" else open
-    try:
-        with opener(path, "rb") as fh:
-            return fh.read()
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read it ({e})") from None
+        gz = fh.read(2) == b"\x1f\x8b"
+    out = bytearray()
+    with (gzip.open if gz else open)(path, "rb") as src:
+        try:
+            while len(out) <= limit and (chunk := src.read(min(_CHUNK, limit + 1 - len(out)))):
+                out += chunk
+        except EOFError as e:
+            raise ValueError(f"{path}: truncated gzip stream ({e})") from None
+        except (OSError, zlib.error) as e:
+            raise ValueError(f"{path}: {'corrupt gzip stream' if gz else 'cannot read it'} ({e})") from None
+    return out
 
 
 def read_idx(path, sha256=None):
     """An IDX file (raw or gzip) as an array; ``sha256`` checks the uncompressed bytes."""
-    raw = _read_bytes(path)
+    raw = _read_idx(path)
     if sha256 is not None:
         got = hashlib.sha256(raw).hexdigest()
         if got != sha256:
@@ -56,7 +73,19 @@ def read_idx(path, sha256=None):
     return _parse_idx(raw, path)
 
 
-def _parse_idx(raw, path):
+def _read_idx(path):
+    """The uncompressed bytes of an IDX file, read no further than one byte past what its header declares."""
+    shape, _, start, size = _idx_header(_read_bytes(path, _IDX_HEAD), path)
+    stored = os.path.getsize(path)
+    if start + size > _MAX_RATIO * stored:
+        raise ValueError(f"{path}: truncated: shape {shape} needs {size} data bytes, more than a {stored}-byte "
+                         f"file can hold")
+    return _read_bytes(path, start + size)
+
+
+def _idx_header(raw, path):
+    """``(shape, dtype, start, size)`` from the first bytes of an IDX file: the data begin at ``start``
+    and take ``size`` bytes, a Python int, so no header can overflow it."""
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path}: not an IDX file (bad magic {raw[:4].hex() or 'empty'})")
     code, ndim = raw[2], raw[3]
@@ -64,16 +93,22 @@ def _parse_idx(raw, path):
         raise ValueError(f"{path}: unknown IDX data type code 0x{code:02x}")
     if ndim < 1:
         raise ValueError(f"{path}: IDX file with {ndim} dimensions")
-    if len(raw) < 4 + 4 * ndim:
+    start = 4 + 4 * ndim
+    if len(raw) < start:
         raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes for {ndim} dimensions)")
-    shape = tuple(int(v) for v in np.frombuffer(raw, ">u4", ndim, 4))
+    shape = struct.unpack(f">{ndim}I", raw[4:start])
     dtype = np.dtype(_DTYPES[code])
-    want = int(np.prod(shape)) * dtype.itemsize
-    got = len(raw) - 4 - 4 * ndim
-    if got != want:
-        raise ValueError(f"{path}: {'truncated' if got < want else 'trailing bytes'}: shape {shape} needs "
-                         f"{want} data bytes, the file has {got}")
-    return np.frombuffer(raw, dtype, offset=4 + 4 * ndim).reshape(shape).astype(dtype.newbyteorder("="))
+    return shape, dtype, start, math.prod(shape) * dtype.itemsize
+
+
+def _parse_idx(raw, path):
+    shape, dtype, start, size = _idx_header(raw, path)
+    got = len(raw) - start
+    if got < size:
+        raise ValueError(f"{path}: truncated: shape {shape} needs {size} data bytes, the file has {got}")
+    if got > size:
+        raise ValueError(f"{path}: trailing bytes: the file holds more data than shape {shape} needs ({size} bytes)")
+    return np.frombuffer(raw, dtype, offset=start).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def _roots(root, name):
@@ -109,7 +144,7 @@ def _idx_set(root, name, check):
         for kind, ndim in (("images-idx3", 3), ("labels-idx1", 1)):
             stem = f"{part}-{kind}-ubyte"
             path = _find(root, name, stem)
-            raw = _read_bytes(path)
+            raw = _read_idx(path)
             a = _parse_idx(raw, path)
             if a.ndim != ndim:
                 raise ValueError(f"{path}: expected {ndim} dimensions, got shape {a.shape}")
@@ -151,12 +186,15 @@ def mnist_subset():
     (stratified by class), as ``(x_train, y_train, x_test, y_test)`` like ``mnist``."""
     out = []
     for part in ("train", "t10k"):
-        images = _parse_idx(gzip.decompress(_package_file(f"mnist-subset-{part}-images-idx3-ubyte.gz").read_bytes()),
-                            f"mnist-subset {part} images")
-        labels = _parse_idx(gzip.decompress(_package_file(f"mnist-subset-{part}-labels-idx1-ubyte.gz").read_bytes()),
-                            f"mnist-subset {part} labels")
+        images = _package_idx(f"mnist-subset-{part}-images-idx3-ubyte.gz")
+        labels = _package_idx(f"mnist-subset-{part}-labels-idx1-ubyte.gz")
         out += [(images.astype(np.float32) / 255.0)[:, None], labels.astype(np.int64)]
     return tuple(out)
+
+
+def _package_idx(name):
+    with importlib.resources.as_file(_package_file(name)) as path:
+        return read_idx(path)
 
 
 IRIS_CLASSES = ("Iris-setosa", "Iris-versicolor", "Iris-virginica")
@@ -183,8 +221,10 @@ def read_csv(path, features, target, skip_header=True, delimiter=","):
     """Feature and target columns of a CSV file.
 
     ``features``: column indices, header names, a list of them, or a slice; ``target``: one column.
-    Numeric targets come back as float32 ``(N, 1)``; text targets as int64 class indices
-    (classes sorted by name, listed in ``.classes``).
+    A target whose cells are mostly numbers is numeric and comes back as float32 ``(N, 1)``; any
+    other is text, as int64 class indices (classes sorted by name, listed in ``.classes``). A
+    blank or non-numeric feature cell, a blank or non-numeric cell in a numeric target and a blank
+    class cell are ``ValueError`` naming the row and the column.
     """
     with open(path, newline="") as fh:
         rows = [r for r in csv.reader(fh, delimiter=delimiter) if r]
@@ -213,27 +253,49 @@ def read_csv(path, features, target, skip_header=True, delimiter=","):
     else:
         fcols = [index(features)]
     tcol = index(target)
+    first = 1 + skip_header                 # the file's row number of body[0]
     x = np.empty((len(body), len(fcols)), np.float32)
     for i, r in enumerate(body):
         for j, c in enumerate(fcols):
-            try:
-                x[i, j] = float(r[c])
-            except ValueError:
-                raise ValueError(f"{path}: row {i + 1 + skip_header}, column {header[c]!r}: "
-                                 f"{r[c]!r} is not a number") from None
+            x[i, j] = _number(r[c], path, i + first, header[c])
     values = [r[tcol] for r in body]
-    try:
-        y = np.array([float(v) for v in values], np.float32).reshape(-1, 1)
-        classes = None
-    except ValueError:
+    filled = [v for v in values if v.strip()]
+    if 2 * sum(map(_is_number, filled)) > len(filled):     # mostly numbers: numeric, its odd cells are errors
+        y = np.array([_number(v, path, i, header[tcol]) for i, v in enumerate(values, first)], np.float32)
+        y, classes = y.reshape(-1, 1), None
+    else:
+        for i, v in enumerate(values, first):
+            if not v.strip():
+                raise ValueError(f"{path}: row {i}, column {header[tcol]!r}: blank class cell")
         classes = tuple(sorted(set(values)))
         y = np.array([classes.index(v) for v in values], np.int64)
     return Table(x, y, tuple(header[c] for c in fcols), classes)
 
 
+def _is_number(text):
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _number(text, path, row, column):
+    """``float(text)``, or a ``ValueError`` naming the file, row and column of the cell (also for
+    "nan", "inf" and numbers too large for the float32 arrays the loaders return)."""
+    try:
+        value = float(text)
+    except ValueError:
+        what = f"{text!r} is not a number" if text.strip() else "blank cell"
+        raise ValueError(f"{path}: row {row}, column {column!r}: {what}") from None
+    if not abs(value) <= _F32_MAX:
+        raise ValueError(f"{path}: row {row}, column {column!r}: {text!r} is not a finite float32 number")
+    return value
+
+
 def read_cifar_batch(path):
     """One CIFAR-10 binary batch: ``(x, y)``, x float32 (N, 3, 32, 32) in [0, 1], y int64."""
-    raw = np.frombuffer(_read_bytes(path), np.uint8)
+    raw = np.frombuffer(_read_bytes(path, _MAX_RATIO * os.path.getsize(path)), np.uint8)
     if raw.size == 0 or raw.size % 3073:
         raise ValueError(f"{path}: {raw.size} bytes is not a whole number of CIFAR-10 records (3073 bytes each)")
     rec = raw.reshape(-1, 3073)
@@ -309,10 +371,11 @@ def ftir(path=None, seed=0):
         split = r[scol].strip().lower()
         if split not in parts:
             raise ValueError(f"{path}: row {i}: split {r[scol]!r} is not Train, Val or Test")
-        try:
-            parts[split].append(([float(r[c]) for c in fcols], float(r[tcol]), int(float(r[ccol]))))
-        except ValueError as e:
-            raise ValueError(f"{path}: row {i}: {e}") from None
+        x = [_number(r[c], path, i, rows[0][c]) for c in fcols]
+        target, k = (_number(r[c], path, i, rows[0][c]) for c in (tcol, ccol))
+        if not k.is_integer():
+            raise ValueError(f"{path}: row {i}, column {rows[0][ccol]!r}: class {r[ccol]!r} is not a whole number")
+        parts[split].append((x, target, int(k)))
     out = []
     for name in ("train", "val", "test"):
         rs = parts[name]

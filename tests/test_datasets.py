@@ -1,11 +1,17 @@
 """Data loaders on files the tests write, the package data, and the real files when present."""
 import gzip
+import math
+import re
 import struct
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from neurons import datasets
+
+from .fuzz_util import mutants
 
 
 def idx(arr, code=0x08):
@@ -44,6 +50,93 @@ def test_read_idx_errors(tmp_path):
     datasets.read_idx(p, sha256=hashlib.sha256(good).hexdigest())
     with pytest.raises(ValueError, match="SHA-256 mismatch"):
         datasets.read_idx(p, sha256="0" * 64)
+
+
+def _peak_memory(fn):
+    """``fn()``'s exception (or None) and the peak of Python-allocated memory while it ran (zlib's
+    buffers included: it allocates through Python)."""
+    tracemalloc.start()
+    try:
+        fn()
+        err = None
+    except Exception as e:
+        err = e
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return err, peak
+
+
+_ZEROS = gzip.compress(bytes(16 << 20), mtime=0)      # one gzip member of 16 MB of zeros, 16 KB long
+
+
+def test_gzip_bomb_stops_at_the_declared_size(tmp_path):
+    # 10x28x28 declared (7,840 bytes), then 256 MB more of zeros in 16 more members: a 260 KB file
+    head = gzip.compress(idx(np.zeros((10, 28, 28), np.uint8)), mtime=0)
+    for folder, load in ((tmp_path / "a", datasets.read_idx), (tmp_path / "b", lambda p: datasets.mnist(p.parent))):
+        folder.mkdir()
+        path = folder / "train-images-idx3-ubyte.gz"
+        path.write_bytes(head + _ZEROS * 16)
+        t = time.perf_counter()
+        err, peak = _peak_memory(lambda: load(path))
+        assert isinstance(err, ValueError) and re.match(re.escape(f"{path}: trailing bytes"), str(err)), err
+        assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB held to refuse a 7,840-byte IDX file"
+        assert time.perf_counter() - t < 2
+
+
+@pytest.mark.parametrize("shape", [(65536,) * 4, (2**32 - 1,) * 3])
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_header_with_huge_dims_is_refused_up_front(tmp_path, shape, compress):
+    head = bytes([0, 0, 0x0B, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+    path = tmp_path / "huge.idx"
+    # the gzip one is a bomb too (256 MB of zeros): the header alone must condemn it
+    path.write_bytes(gzip.compress(head, mtime=0) + _ZEROS * 16 if compress else head + bytes(100))
+    err, peak = _peak_memory(lambda: datasets.read_idx(path))
+    want = math.prod(shape) * 2         # exact: (2**32 - 1)**3 * 2 overflows int64
+    assert isinstance(err, ValueError), err
+    assert str(err).startswith(f"{path}: truncated: shape {shape} needs {want} data bytes, more than a "), err
+    assert peak < 4 << 20
+
+
+def test_gzip_corruption_is_a_value_error_naming_the_file(tmp_path):
+    data = gzip.compress(idx(np.arange(200, dtype=np.uint8).reshape(2, 10, 10)), mtime=0)
+    path = tmp_path / "f.idx.gz"
+    cases = {"corrupt gzip stream": data[:12] + bytes([data[12] ^ 0xFF]) + data[13:],    # deflate block type 3
+             "truncated gzip stream": data[:-9],
+             r"corrupt gzip stream \(CRC check failed": data[:-8] + bytes([data[-8] ^ 1]) + data[-7:],
+             r"corrupt gzip stream \(Incorrect length": data[:-1] + bytes([data[-1] ^ 1])}
+    for match, bad in cases.items():
+        path.write_bytes(bad)
+        with pytest.raises(ValueError, match=re.escape(str(path)) + ": " + match):
+            datasets.read_idx(path)
+
+
+def test_read_idx_fuzz(tmp_path):
+    """Flipped bytes, cuts and appended bytes give a ValueError naming the file, or (where nothing
+    checks, e.g. raw pixels or gzip's mtime) exactly the array the bytes say: never another error."""
+    rng = np.random.default_rng(0)
+    images = ((rng.random((20, 28, 28)) < 0.2) * rng.integers(0, 256, (20, 28, 28))).astype(np.uint8)
+    labels = (np.arange(20) % 10).astype(np.uint8)
+    path = tmp_path / "fuzz-idx"
+    outcomes = {"ValueError": 0, "loaded": 0}
+    for seed, (a, compress) in enumerate([(images, False), (images, True), (labels, False), (labels, True)]):
+        good = idx(a)
+        data = gzip.compress(good, mtime=0) if compress else good
+        for what, bad in mutants(data, 150, seed=seed):
+            path.write_bytes(bad)
+            try:
+                out = datasets.read_idx(path)
+            except ValueError as e:
+                assert str(path) in str(e), (what, e)
+                outcomes["ValueError"] += 1
+                continue
+            outcomes["loaded"] += 1
+            if compress:            # the CRC and length must catch any change to the data
+                assert out.dtype == a.dtype and out.shape == a.shape and (out == a).all(), what
+            else:                   # the array is the file's payload, under the shape its header gives
+                assert out.itemsize == 1 and out.shape == struct.unpack(f">{out.ndim}I", bad[4:4 + 4 * out.ndim])
+                assert out.tobytes() == bad[4 + 4 * out.ndim:], what
+    assert outcomes["ValueError"] > 300 and outcomes["loaded"] > 20, outcomes
 
 
 def _fake_mnist(folder, n=7):
@@ -116,6 +209,31 @@ def test_read_csv(tmp_path):
         datasets.read_csv(p, features=["b"], target="a")
 
 
+@pytest.mark.parametrize("cell, what", [("", "blank cell"), (" ", "blank cell"), ("n/a", "'n/a' is not a number"),
+                                        ("nan", "'nan' is not a finite float32 number"),
+                                        ("1e39", "'1e39' is not a finite float32 number")])
+def test_read_csv_bad_cell_in_a_numeric_target(tmp_path, cell, what):
+    rows = [f"{i},{i / 4}" for i in range(30)]
+    rows[17] = f"17,{cell}"                 # file row 19 (the header is row 1)
+    p = tmp_path / "t.csv"
+    p.write_text("a,y\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=re.escape(f"{p}: row 19, column 'y': {what}")):
+        datasets.read_csv(p, features=["a"], target="y")
+    p.write_text("a,y\n1,2\n,3\n")
+    with pytest.raises(ValueError, match=re.escape(f"{p}: row 3, column 'a': blank cell")):
+        datasets.read_csv(p, features=["a"], target="y")
+
+
+@pytest.mark.parametrize("cell", ["", "  "])
+def test_read_csv_blank_class_cell(tmp_path, cell):
+    p = tmp_path / "t.csv"
+    p.write_text(f"a,label\n1,cat\n2,dog\n3,{cell}\n4,cat\n")
+    with pytest.raises(ValueError, match=re.escape(f"{p}: row 4, column 'label': blank class cell")):
+        datasets.read_csv(p, features=["a"], target="label")
+    p.write_text("a,label\n1,cat\n2,7\n3,dog\n")     # mostly text: "7" is a class name
+    assert datasets.read_csv(p, features=["a"], target="label").classes == ("7", "cat", "dog")
+
+
 def test_cifar10(tmp_path):
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
@@ -133,13 +251,18 @@ def test_cifar10(tmp_path):
         datasets.cifar10(tmp_path / "missing")
 
 
-def test_ftir_file_and_synthetic_fallback(tmp_path):
+def _ftir_lines():
     rng = np.random.default_rng(0)
     header = [f"w{i}" for i in range(571)] + ["Target", "Class", "Split"]
     lines = [",".join(header)]
     for i in range(12):
         lines.append(",".join([f"{v:.4f}" for v in rng.normal(size=571)] + [f"{i / 10}", str(i % 28 + 1),
                                                                              ("Train", "Val", "Test")[i % 3]]))
+    return lines
+
+
+def test_ftir_file_and_synthetic_fallback(tmp_path):
+    lines = _ftir_lines()
     p = tmp_path / "ftir.csv"
     p.write_text("\n".join(lines))
     d = datasets.ftir(p)
@@ -153,6 +276,22 @@ def test_ftir_file_and_synthetic_fallback(tmp_path):
     lines[3] = lines[3].rsplit(",", 1)[0] + ",Holdout"
     p.write_text("\n".join(lines))
     with pytest.raises(ValueError, match="split 'Holdout' is not Train, Val or Test"):
+        datasets.ftir(p)
+
+
+@pytest.mark.parametrize("column, cell, what", [(571, "", "column 'Target': blank cell"),
+                                                 (572, "n/a", "column 'Class': 'n/a' is not a number"),
+                                                 (572, "2.5", "column 'Class': class '2.5' is not a whole number"),
+                                                 (572, "inf", "column 'Class': class 'inf' is not a whole number"),
+                                                 (3, " ", "column 'w3': blank cell")])
+def test_ftir_bad_cell_names_row_and_column(tmp_path, column, cell, what):
+    lines = _ftir_lines()
+    cells = lines[5].split(",")
+    cells[column] = cell
+    lines[5] = ",".join(cells)
+    p = tmp_path / "ftir.csv"
+    p.write_text("\n".join(lines))
+    with pytest.raises(ValueError, match=re.escape(f"{p}: row 6, {what}")):
         datasets.ftir(p)
 
 
