@@ -282,7 +282,7 @@ def test_ftir_file_and_synthetic_fallback(tmp_path):
 @pytest.mark.parametrize("column, cell, what", [(571, "", "column 'Target': blank cell"),
                                                  (572, "n/a", "column 'Class': 'n/a' is not a number"),
                                                  (572, "2.5", "column 'Class': class '2.5' is not a whole number"),
-                                                 (572, "inf", "column 'Class': class 'inf' is not a whole number"),
+                                                 (572, "inf", "column 'Class': 'inf' is not a finite float32 number"),
                                                  (3, " ", "column 'w3': blank cell")])
 def test_ftir_bad_cell_names_row_and_column(tmp_path, column, cell, what):
     lines = _ftir_lines()
