@@ -237,7 +237,7 @@ def test_maxpool_ties_send_the_gradient_to_the_first_maximum():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_maxpool_2x2_kernel_equals_the_general_one(dtype):
-    # small integers: many ties; a NaN, which never wins a comparison, in both forms alike
+    # small integers: many ties; a NaN, which wins its window (tests/test_kernels_nan.py), in both forms alike
     x = np.random.default_rng(13).integers(0, 3, size=(4, 3, 9, 11)).astype(dtype)
     x[1, 2, 4, 5] = np.nan
     fast = kp.maxpool_forward(x, (2, 2), (2, 2))

@@ -13,6 +13,11 @@ every element is computed the same way: the bits do not depend on the path or th
 
 Backward passes need only the output ``y``: relu and leaky_relu are increasing, so ``y > 0``
 exactly where ``z > 0``; the others are functions of ``y``.
+
+NaN propagates (SPEC §12: a diverging run must not train on silently): every forward pass gives
+NaN where ``z`` is NaN (softmax: its whole row), and the ReLU compares are written so that a NaN
+fails them (``v <= 0`` is false for NaN). The ReLU's gradient is PyTorch's ``threshold_backward``:
+0 where ``y <= 0`` (even for a NaN ``dy``), ``dy`` elsewhere, a NaN ``y`` included.
 """
 import numpy as np
 
@@ -73,7 +78,7 @@ def _relu_forward(z, y):
     for i in range(n):
         for j in range(f):
             v = z[i, j]
-            y[i, j] = v if v > zero else zero
+            y[i, j] = zero if v <= zero else v
 
 
 @jit
@@ -82,7 +87,7 @@ def _relu_backward(dy, y, dz):
     zero = dy.dtype.type(0.0)
     for i in range(n):
         for j in range(f):
-            dz[i, j] = dy[i, j] if y[i, j] > zero else zero
+            dz[i, j] = zero if y[i, j] <= zero else dy[i, j]
 
 
 @jit

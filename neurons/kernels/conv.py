@@ -142,7 +142,7 @@ def _widen_plane(dy, relu_y, s, q, dst, wp):
         if relu:
             mask = relu_y[s, q, a]
             for b in range(ow):
-                v = src[b] if mask[b] > zero else zero
+                v = zero if mask[b] <= zero else src[b]      # a NaN y passes dy, as relu_backward
                 row[b] = v
                 acc += v
         else:
@@ -164,14 +164,15 @@ def _tap_row(plane, wp, row, col, ow, sw):
 @jit
 def _copy_out(flat, plane, shift, relu, wp):
     """A padded-width output plane (oh·wp) into its (oh, ow) place, plus ``shift``, through a ReLU
-    if ``relu``."""
+    if ``relu``. The ReLU keeps a NaN (``v < 0`` is false for it; ``max(v, 0)`` would keep it only
+    by its argument order)."""
     zero = plane.dtype.type(0.0)
     for a in range(plane.shape[0]):
         src = flat[a * wp:a * wp + plane.shape[1]]
         dst = plane[a]
         for t in range(plane.shape[1]):
             v = src[t] + shift
-            dst[t] = max(v, zero) if relu else v
+            dst[t] = (zero if v < zero else v) if relu else v
 
 
 # ----------------------------------------------------------------------------- direct loops

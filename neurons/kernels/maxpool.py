@@ -2,7 +2,8 @@
 
 ``H' = floor((H - kh) / sh) + 1``. ``arg`` records the flat index ``h·W + w`` of each window's
 first maximum (row-major window order), where the gradient goes; gradients of overlapping
-windows that pick the same element add up.
+windows that pick the same element add up. A NaN beats every number, as in PyTorch: a window
+holding a NaN gives NaN, and its gradient goes to the window's first NaN (see ``_nan_windows``).
 
 The general forward pass is a plain scalar loop per window over the flattened plane (measured
 faster than row slices for every shape tried: 2.5x on 14 x 14 planes, where rows are short).
@@ -26,6 +27,38 @@ def maxpool_forward(x, kernel, stride):
     if tuple(kernel) == (2, 2) and tuple(stride) == (2, 2):
         return _forward_2x2(np.ascontiguousarray(x))
     return _forward_any(np.ascontiguousarray(x), tuple(kernel), tuple(stride))
+
+
+@jit
+def _first_nan(plane, at, kh, kw, w):
+    """The flat index of the first NaN (row-major) in the kh x kw window starting at ``at``, or -1."""
+    for i in range(kh):
+        for j in range(kw):
+            p = at + i * w + j
+            if plane[p] != plane[p]:
+                return p
+    return -1
+
+
+@jit
+def _nan_windows(plane, kh, kw, sh, sw, w, y_plane, arg_plane, ow):
+    """After a plane's pass: every window that holds a NaN gets the first one as its output and arg.
+
+    The passes compare with a plain ``>``, which a NaN fails, and stay as they were: a NaN-aware
+    compare (``v > best or v != v``) made the 2 x 2 pass 5x slower, and the general one 3x. A NaN
+    is found here instead by the plane's sum, a vectorised read of a plane still in cache
+    (measured at batch 32: the 2 x 2 pass +10-30 %, 10-30 us; the general one +2-4 %); only a
+    plane whose sum is NaN (a NaN, or inf - inf: then nothing is found) is looked at again."""
+    total = plane.dtype.type(0.0)
+    for t in range(plane.shape[0]):
+        total += plane[t]
+    if total == total:
+        return
+    for o in range(y_plane.shape[0]):
+        p = _first_nan(plane, (o // ow) * sh * w + (o % ow) * sw, kh, kw, w)
+        if p >= 0:
+            y_plane[o] = plane[p]
+            arg_plane[o] = p
 
 
 @jit
@@ -56,6 +89,7 @@ def _forward_2x2_body(blk, blocks, x, y, arg):
                     best, at = bottom[2 * b + 1], w + 1
                 y_row[b] = best
                 arg_row[b] = 2 * a * w + 2 * b + at
+        _nan_windows(plane, 2, 2, 2, 2, w, y_plane, arg_plane, ow)
 
 
 _forward_2x2_blocks = parallel(_forward_2x2_body)
@@ -93,6 +127,7 @@ def _forward_any_body(blk, blocks, x, kh, kw, sh, sw, y, arg):
                             at = p
                 best_out[a * ow + b] = best
                 arg_out[a * ow + b] = at
+        _nan_windows(plane, kh, kw, sh, sw, w, best_out, arg_out, ow)
 
 
 _forward_any_blocks = parallel(_forward_any_body)

@@ -97,7 +97,8 @@ def _rmsprop(p, g, square, grad_avg, buf, lr, alpha, eps, decay, momentum):
         if centered:
             ga = a * grad_avg[i] + (one - a) * d
             grad_avg[i] = ga
-            avg = np.sqrt(max(sq - ga * ga, zero)) + e
+            var = sq - ga * ga
+            avg = np.sqrt(zero if var < zero else var) + e      # keeps a NaN, unlike max(zero, var)
         else:
             avg = np.sqrt(sq) + e
         if use_momentum:
