@@ -1,15 +1,15 @@
 """What a person sees: ``print(net)`` and training-curve plots."""
 import numpy as np
 
+from ._tree import leaves
+
 
 def _shape(s):
     return "x".join(map(str, s))
 
 
-def _count(tree):
-    if isinstance(tree, tuple):
-        return sum(_count(t) for t in tree)
-    return int(np.prod(tree.shape))
+def _count(entry):
+    return sum(a.size for a in leaves(entry))
 
 
 def describe(net):

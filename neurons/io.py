@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from . import layers as L
+from . import _tree, layers as L
 
 FORMAT = "neurons/1"
 MAX_CONFIG = 4 << 20
@@ -118,19 +118,10 @@ def network_from_config(cfg):
     return net.set_objective(cfg["objective"], clip)
 
 
-def _flatten(tree, prefix, out):
-    if isinstance(tree, tuple):
-        for i, t in enumerate(tree):
-            _flatten(t, f"{prefix}/{i}", out)
-    else:
-        out[prefix] = tree
-
-
 def save(path, network, params, history=None):
     """Write ``network`` and ``params`` (and a ``History``) to ``path`` (a ``.npz`` file)."""
     network.check_params(params)
-    arrays = {}
-    _flatten(params, "params", arrays)
+    arrays = dict(_tree.named(params, "params"))
     cfg = {"format": FORMAT, "network": network_config(network),
            "history": history.as_dict() if history is not None else None}
     blob = json.dumps(cfg).encode()
@@ -181,7 +172,9 @@ def _read(fh, size):
         if "config.json.npy" not in zf.namelist():
             raise _Corrupt("not a neurons network file (it has no config.json entry)")
         net, history = _from_config(_array(zf, size, "config.json", np.dtype(np.uint8)).tobytes())
-        return net, _params(zf, size, net._param_shapes, "params", np.dtype(net.dtype)), history
+        shapes = net._param_shapes
+        params = [_array(zf, size, name, np.dtype(net.dtype), a.shape) for name, a in _tree.named(shapes, "params")]
+        return net, _tree.rebuild(shapes, params), history
 
 
 def _from_config(raw):
@@ -231,13 +224,6 @@ def _history(cfg):
     if not isinstance(h.stopped_early, bool):
         raise _Corrupt(f"its history is malformed: stopped_early is {_short(h.stopped_early)}, not a bool")
     return h
-
-
-def _params(zf, size, tree, prefix, dtype):
-    """The arrays named and shaped like the stand-ins in ``tree`` (``Network._param_shapes``)."""
-    if isinstance(tree, tuple):
-        return tuple(_params(zf, size, t, f"{prefix}/{i}", dtype) for i, t in enumerate(tree))
-    return _array(zf, size, prefix, dtype, tree.shape)
 
 
 def _array(zf, size, name, dtype, shape=None):

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ._tree import empty
 from .activations import Activation, activation as _activation
 from .kernels import activations as kact
 from .kernels import conv as kconv
@@ -20,9 +21,6 @@ from .kernels import deconv as kdeconv
 from .kernels import maxpool as kpool
 from .kernels import dense as kdense
 from .kernels import dropout as kdrop
-
-_EMPTY = {}
-
 
 def _pair(value, name, minimum):
     """``(a, b)`` from an int or a pair of ints, each ``>= minimum``."""
@@ -46,13 +44,6 @@ def _dropout(value):
     if not 0.0 <= value < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {value}")
     return value or None
-
-
-def _empty(dtype):
-    key = np.dtype(dtype)
-    if key not in _EMPTY:
-        _EMPTY[key] = np.empty(0, key)
-    return _EMPTY[key]
 
 
 def square(shape, what):
@@ -140,7 +131,7 @@ class Dense(_Activated):
         return (w, np.zeros(self.units, dtype)) if self.bias else (w,)
 
     def forward(self, params, x, train=False, seed=0, activate=True):
-        b = params[1] if self.bias else _empty(x.dtype)
+        b = params[1] if self.bias else empty(x.dtype)
         z = kdense.dense_forward(x, params[0], b)
         return self._finish(x, z, train, seed, activate)
 
@@ -207,7 +198,7 @@ class _Window(_Activated):
         return activate and self._fuses_relu and self.activation is Activation.RELU
 
     def forward(self, params, x, train=False, seed=0, activate=True):
-        b = params[1] if self.bias else _empty(x.dtype)
+        b = params[1] if self.bias else empty(x.dtype)
         fused = self._relu_in_kernel(activate)
         z = self._z(x, params[0], b, fused)
         return self._finish(x, z, train, seed, activate and not fused)

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _checks, graph
+from . import _checks, _tree, graph
 from ._threads import running
 from .activations import Activation
 from .layers import Convolution, Deconvolution, Dense, Feedback, Maxpool
@@ -259,7 +259,7 @@ class Network:
     @property
     def parameters(self):
         """The number of trainable scalars (tied weights counted once)."""
-        return sum(int(np.prod(s)) for s in _leaf_shapes(self._param_shapes))
+        return sum(a.size for a in _tree.leaves(self._param_shapes))
 
     @cached_property
     def _param_shapes(self):
@@ -429,7 +429,7 @@ class Network:
             raise ValueError(f"params must be a tuple of {len(want)} entries (one per layer), "
                              f"got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}")
         for i, (p, w) in enumerate(zip(params, want)):
-            flat_p, flat_w = _leaves(p), _leaves(w)
+            flat_p, flat_w = _tree.leaves(p), _tree.leaves(w)
             if len(flat_p) != len(flat_w):
                 raise ValueError(f"params[{i}] has {len(flat_p)} arrays, layer {i} needs {len(flat_w)}")
             for a, b in zip(flat_p, flat_w):
@@ -453,16 +453,6 @@ def _hits(p, y, tol):
     return int(np.sum(np.abs(p[:, 0] - y[:, 0]) < tol))
 
 
-def _leaves(tree):
-    if isinstance(tree, tuple):
-        return [leaf for t in tree for leaf in _leaves(t)]
-    return [tree]
-
-
-def _leaf_shapes(entries):
-    return [a.shape for a in _leaves(tuple(entries))]
-
-
 def _shapes_only(entry):
     """An entry of ``param_shapes`` (shapes, or for a block a tuple of entries) as stand-in arrays."""
     if entry and all(isinstance(d, int) for d in entry):
@@ -471,6 +461,4 @@ def _shapes_only(entry):
 
 
 def _scale_tree(tree, f):
-    if isinstance(tree, tuple):
-        return tuple(_scale_tree(t, f) for t in tree)
-    return tree * tree.dtype.type(f)
+    return _tree.map(lambda a: a * a.dtype.type(f), tree)

@@ -15,38 +15,17 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _tree
 from .kernels import optim as k
 
-_NONE = {}
+
+def _zeros(params):
+    return _tree.map(np.zeros_like, params)
 
 
-def _leaves(tree):
-    if isinstance(tree, tuple):
-        return [leaf for t in tree for leaf in _leaves(t)]
-    return [tree]
-
-
-def _rebuild(tree, leaves):
-    """``tree``'s structure with its leaves replaced, in order, from the iterator ``leaves``."""
-    if isinstance(tree, tuple):
-        return tuple(_rebuild(t, leaves) for t in tree)
-    return next(leaves)
-
-
-def _zeros(tree):
-    return _rebuild(tree, iter([np.zeros_like(a) for a in _leaves(tree)]))
-
-
-def _nones(tree):
-    """A tree shaped like ``tree`` of shared empty arrays: state an option switched off."""
-    return _rebuild(tree, iter([_empty(a.dtype) for a in _leaves(tree)]))
-
-
-def _empty(dtype):
-    key = np.dtype(dtype)
-    if key not in _NONE:
-        _NONE[key] = np.empty(0, key)
-    return _NONE[key]
+def _nones(params):
+    """Shared empty arrays in the shape of ``params``: state that an option switched off."""
+    return _tree.map(lambda a: _tree.empty(a.dtype), params)
 
 
 def _number(value, name, lo=None, hi=None, lo_open=False, hi_open=False):
@@ -78,11 +57,11 @@ class _Optimizer:
     def _walk(self, grads, state, params, kernel):
         """Run ``kernel(p, g, *state_leaves)`` on copies of every leaf (it updates p and the state
         where they lie); returns the new params and state arrays."""
-        ps, gs = _leaves(params), _leaves(grads)
+        ps, gs = _tree.leaves(params), _tree.leaves(grads)
         if len(ps) != len(gs):
             raise ValueError(f"grads have {len(gs)} arrays but params have {len(ps)}")
         fields = [f for f in state._fields if f != "count"]
-        cols = [[a.copy() for a in _leaves(getattr(state, f))] for f in fields]
+        cols = [[a.copy() for a in _tree.leaves(getattr(state, f))] for f in fields]
         outs = []
         for i, (p, g) in enumerate(zip(ps, gs)):
             if g.shape != p.shape:
@@ -91,8 +70,8 @@ class _Optimizer:
             kernel(out.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
                    *[col[i].reshape(-1) if col[i].size else col[i] for col in cols])
             outs.append(out)
-        new_params = _rebuild(params, iter(outs))
-        new_state = {f: _rebuild(getattr(state, f), iter(col)) for f, col in zip(fields, cols)}
+        new_params = _tree.rebuild(params, outs)
+        new_state = {f: _tree.rebuild(getattr(state, f), col) for f, col in zip(fields, cols)}
         return new_params, new_state
 
 

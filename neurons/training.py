@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _tree
 from ._threads import running
 
 
@@ -132,7 +132,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
         params = net.init(seed)
     else:
         net.check_params(params)
-        params = _copy(params)
+        params = _tree.map(np.copy, params)
     net._warn_slips()
     out = out or sys.stdout
     opt = net.optimizer
@@ -197,15 +197,9 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     return Trained(net, best if xv is not None else params, history)
 
 
-def _nonfinite_leaf(tree, where="params"):
-    """``"params[i][j]"`` for the first array in ``tree`` holding a NaN or inf, else None."""
-    if isinstance(tree, tuple):
-        for i, t in enumerate(tree):
-            bad = _nonfinite_leaf(t, f"{where}[{i}]")
-            if bad is not None:
-                return bad
-        return None
-    return None if _checks.all_finite(tree) else where
+def _nonfinite_leaf(params):
+    """``"params[i][j]"`` for the first array in ``params`` holding a NaN or inf, else None."""
+    return next((name for name, a in _tree.named(params, "params", "[{}]") if not _checks.all_finite(a)), None)
 
 
 def _scored(y):
@@ -223,8 +217,3 @@ def _row(out, epoch, h):
 def _step_seed(seed, epoch, step):
     return (int(seed) * 1_000_003 + epoch * 10_007 + step) & 0x7FFFFFFFFFFFFFFF
 
-
-def _copy(tree):
-    if isinstance(tree, tuple):
-        return tuple(_copy(t) for t in tree)
-    return tree.copy()

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from neurons import optimizers as O
+from neurons._tree import leaves
 from neurons.kernels import optim as kopt
 
 P0 = np.array([1.0, -2.0, 0.5])
@@ -99,17 +100,17 @@ def test_updates_are_pure_and_keep_the_dtype(opt, dtype):
     params = ((P0.astype(dtype), np.ones((2, 2), dtype)), ())
     grads = ((G1.astype(dtype), np.full((2, 2), 0.5, dtype)), ())
     state = opt.init(params)
-    snapshot = [a.copy() for a in O._leaves(params)]
+    snapshot = [a.copy() for a in leaves(params)]
     new, st = opt.update(grads, state, params)
-    for a, b in zip(O._leaves(params), snapshot):
+    for a, b in zip(leaves(params), snapshot):
         np.testing.assert_array_equal(a, b)          # pure: inputs untouched
     assert st.count == 1 and state.count == 0
-    for a in O._leaves(new) + [x for f in st._fields if f != "count" for x in O._leaves(getattr(st, f))]:
+    for a in leaves(new) + [x for f in st._fields if f != "count" for x in leaves(getattr(st, f))]:
         assert a.dtype == dtype
     # a second step from the returned state and params leaves the first step's arrays alone
-    kept = [a.copy() for a in O._leaves(new) + O._leaves(st[1])]
+    kept = [a.copy() for a in leaves(new) + leaves(st[1])]
     opt.update(grads, st, new)
-    for a, b in zip(O._leaves(new) + O._leaves(st[1]), kept):
+    for a, b in zip(leaves(new) + leaves(st[1]), kept):
         np.testing.assert_array_equal(a, b)
 
 
