@@ -5,7 +5,7 @@
 ...        .set_optimizer(neurons.optimizers.Adam(lr=0.01)).set_objective("cross_entropy"))
 >>> trained = net.learn(x, y, epochs=50)                      # doctest: +SKIP
 """
-from . import activations, datasets, layers, objectives, optimizers
+from . import activations, datasets, layers, objectives, optimizers, schedules
 from .activations import Activation
 from .io import load, save
 from .network import Loopback, Network, Skip
@@ -14,4 +14,4 @@ from .training import History, Trained, TrainingError, TrainingInterrupted
 
 __version__ = "0.1.0"
 __all__ = ["Network", "Trained", "History", "TrainingError", "TrainingInterrupted", "Activation", "Objective", "Skip", "Loopback",
-           "activations", "objectives", "optimizers", "layers", "datasets", "save", "load"]
+           "activations", "objectives", "optimizers", "schedules", "layers", "datasets", "save", "load"]

@@ -1,13 +1,24 @@
-"""Save and load a trained network: one ``.npz`` file with a JSON config and the arrays.
+"""Save and load a trained network, and the checkpoints of a run.
 
-Nothing is executed on load (no pickle); arrays round-trip bit for bit. ``load`` reads the
-config first (at most ``MAX_CONFIG`` bytes), builds the network from it, and takes from the
-network each array's name, shape and dtype; each array's ``.npy`` header and stored size are
-checked against those before its data is read, and members the network does not need are never
-read. So a file cannot make ``load`` allocate more than it holds, and the zip's CRC-32 catches a
-changed byte in the config or an array. A missing file raises ``FileNotFoundError``; any corrupt
-or foreign file a ``ValueError`` that starts with the path and says what is wrong.
+The format is safetensors (any safetensors reader opens the files): tensors named by their place
+in the params tuple, ``params/<layer>/<i>`` (a feedback block nests: ``params/<layer>/<j>/<i>``),
+the optimizer's state ``optimizer/<field>/<layer>/<i>``, and in a checkpoint the best epoch's
+params ``best/<layer>/<i>``; the ``__metadata__`` holds JSON texts: ``format``, ``network`` (the
+architecture by layer and activation names, and the optimizer with its schedule), ``history``,
+``optimizer_state`` (the step count), ``crc32`` (a checksum of each tensor, which safetensors
+does not keep) and, in a checkpoint, ``run`` (the position in the run and its settings). Files are written atomically: a temporary file in the same folder, flushed to
+disk, then renamed over the target, so a crash leaves the old file or the new one.
+
+Nothing is executed on load (no pickle) and arrays round-trip bit for bit. ``load`` reads the
+metadata first, builds the network from it, and takes from the network each array's name, shape
+and dtype; each is checked against the file's own tensor table before any data is read, and
+tensors the network does not need are never read. So a file cannot make ``load`` allocate more
+than it holds. A missing file raises ``FileNotFoundError``; a corrupt or foreign file a
+``ValueError`` that starts with the path and says what is wrong. The ``.npz`` files of earlier
+versions (a zip with ``config.json`` and ``.npy`` arrays, whose CRC-32s catch a changed byte)
+load too, and ``save`` still writes one when the path ends in ``.npz``.
 """
+import contextlib
 from dataclasses import fields
 import json
 import math
@@ -21,7 +32,8 @@ import numpy as np
 
 from . import _tree, layers as L
 
-FORMAT = "neurons/1"
+FORMAT = "neurons/2"            # safetensors
+NPZ_FORMAT = "neurons/1"        # the .npz files of earlier versions
 MAX_CONFIG = 4 << 20
 """The largest config ``load`` reads, in bytes (a 10 000-epoch history takes about 1 MB)."""
 
@@ -118,19 +130,63 @@ def network_from_config(cfg):
     return net.set_objective(cfg["objective"], clip)
 
 
-def save(path, network, params, history=None):
-    """Write ``network`` and ``params`` (and a ``History``) to ``path`` (a ``.npz`` file)."""
+def save(path, network, params, history=None, optimizer_state=None):
+    """Write ``network``, ``params`` and, if given, a ``History`` and the optimizer's state to
+    ``path``: a ``.safetensors`` file (an ``.npz`` file, without the optimizer's state, when the
+    path ends in ``.npz``)."""
     network.check_params(params)
+    if os.fspath(path).endswith(".npz"):
+        return _save_npz(path, network, params, history)
+    _write(path, network, history, {"params": params}, optimizer_state)
+
+
+def _save_npz(path, network, params, history):
     arrays = dict(_tree.named(params, "params"))
-    cfg = {"format": FORMAT, "network": network_config(network),
-           "history": history.as_dict() if history is not None else None}
-    blob = json.dumps(cfg).encode()
-    if len(blob) > MAX_CONFIG:
-        raise ValueError(f"the config takes {len(blob)} bytes, more than the {MAX_CONFIG} load reads"
-                         + ("; save a shorter history, or none" if history is not None else ""))
+    blob = json.dumps(_config(NPZ_FORMAT, network, history)).encode()
     arrays["config.json"] = np.frombuffer(blob, np.uint8)
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
+
+
+def _config(fmt, network, history):
+    cfg = {"format": fmt, "network": network_config(network),
+           "history": history.as_dict() if history is not None else None}
+    if len(json.dumps(cfg)) > MAX_CONFIG:
+        raise ValueError(f"the config takes more than the {MAX_CONFIG} bytes load reads"
+                         + ("; save a shorter history, or none" if history is not None else ""))
+    return cfg
+
+
+def _write(path, network, history, trees, optimizer_state=None, run=None):
+    """The safetensors file: ``trees`` (prefix -> params tree), the optimizer's state and the
+    metadata, written atomically (a temporary file in the same folder, fsync, rename)."""
+    from safetensors.numpy import save as pack
+    arrays = {name: np.ascontiguousarray(a) for prefix, t in trees.items() for name, a in _tree.named(t, prefix)}
+    meta = _config(FORMAT, network, history)
+    if optimizer_state is not None:
+        for field in optimizer_state._fields[1:]:        # count first, then trees shaped like params
+            arrays.update((name, a) for name, a in _tree.named(getattr(optimizer_state, field), f"optimizer/{field}")
+                          if a.size)
+        meta["optimizer_state"] = {"count": int(optimizer_state.count)}
+    if run is not None:
+        meta["run"] = run
+    texts = {k: json.dumps(v) for k, v in meta.items()}
+    crc = {name: zlib.crc32(a) for name, a in arrays.items()}
+    texts["crc32"] = json.dumps({**crc, "__metadata__": _metadata_crc(texts)})
+    blob = pack(arrays, metadata=texts)
+    path = os.fspath(path)
+    # beside the target (a rename within one file system is atomic); one name, so a write killed
+    # halfway leaves one stale temporary file, which the next write replaces
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(blob)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # ---------------------------------------------------------------------------------- load
@@ -151,15 +207,133 @@ _NPY_MAX_HEADER = 10000
 
 
 def load(path):
-    """Read a file written by ``save``; returns ``Trained`` (network, params, history)."""
+    """Read a file written by ``save`` (or a checkpoint); returns ``Trained`` (network, params,
+    history, and the optimizer's state when the file holds it)."""
     from .training import Trained
+    with _guard(path):
+        if _is_zip(path):
+            with open(path, "rb") as fh:
+                return Trained(*_read(fh, os.fstat(fh.fileno()).st_size))
+        with _Stored(path) as f:
+            return Trained(f.network, f.arrays("params"), f.history, f.optimizer_state(f.arrays("params")))
+
+
+def load_checkpoint(path):
+    """``(trained, run, best)`` from a checkpoint ``learn`` wrote: the ``Trained`` (with the
+    optimizer's state), the run's position and settings (a dict), and the best epoch's params
+    (None without validation)."""
+    from .training import Trained
+    with _guard(path):
+        if _is_zip(path):
+            raise _Corrupt("not a checkpoint (an .npz network file; checkpoints are safetensors)")
+        with _Stored(path) as f:
+            run = f.meta.get("run")
+            if not isinstance(run, dict):
+                raise _Corrupt("not a checkpoint (it has no run metadata; was it written by save?)")
+            params = f.arrays("params")
+            best = f.arrays("best") if run.get("best") else None
+            return Trained(f.network, params, f.history, f.optimizer_state(params)), run, best
+
+
+@contextlib.contextmanager
+def _guard(path):
+    """Report ``_Corrupt`` as a ``ValueError`` starting with the path; a missing file stays
+    ``FileNotFoundError``."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
+    try:
+        yield
+    except _Corrupt as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def _is_zip(path):
     with open(path, "rb") as fh:
+        return fh.read(2) == b"PK"
+
+
+class _Stored:
+    """A safetensors file, opened: its metadata parsed and checked, the network built from it,
+    and its arrays read on request, each checked against the tensor table first."""
+
+    def __init__(self, path):
+        from safetensors import SafetensorError, safe_open
+        self._error = SafetensorError
         try:
-            return Trained(*_read(fh, os.fstat(fh.fileno()).st_size))
-        except _Corrupt as e:
-            raise ValueError(f"{path}: {e}") from None
+            self._file = safe_open(os.fspath(path), framework="np")
+            raw = self._file.metadata() or {}
+        except SafetensorError as e:
+            raise _Corrupt(f"not a neurons network file (neither safetensors nor .npz: {e})") from None
+        self.meta = {}
+        for key, text in raw.items():
+            try:
+                self.meta[key] = json.loads(text)
+            except (ValueError, RecursionError) as e:
+                raise _Corrupt(f"its metadata {key!r} is not valid JSON ({e})") from None
+        if "format" not in self.meta:
+            raise _Corrupt("not a neurons network file (its metadata has no format)")
+        self._crc = self.meta.get("crc32")
+        if not isinstance(self._crc, dict):
+            raise _Corrupt("its metadata has no crc32 table")
+        if self._crc.get("__metadata__") != _metadata_crc(raw):
+            raise _Corrupt("its metadata is damaged (its CRC-32 is not the one saved with it)")
+        self.network, self.history = _from_cfg(self.meta, FORMAT)
+        self.dtype = np.dtype(self.network.dtype)
+        self._names = set(self._file.keys())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.__exit__(*exc)
+
+    def arrays(self, prefix, template=None):
+        """The tree of arrays stored under ``prefix``, shaped like ``template`` (default: the
+        network's params)."""
+        template = self.network._param_shapes if template is None else template
+        return _tree.rebuild(template, [self.array(name, a.shape) for name, a in _tree.named(template, prefix)])
+
+    def array(self, name, shape):
+        if name not in self._names:
+            raise _Corrupt(f"the array {name} is missing")
+        try:
+            info = self._file.get_slice(name)
+            got, dtype = tuple(info.get_shape()), info.get_dtype()
+            if dtype != _ST_DTYPES[self.dtype]:
+                raise _Corrupt(f"the array {name} has dtype {dtype}, the config needs {_ST_DTYPES[self.dtype]}")
+            if got != tuple(shape):
+                raise _Corrupt(f"the array {name} has shape {got}, the config needs {tuple(shape)}")
+            a = self._file.get_tensor(name).copy()
+        except self._error as e:
+            raise _Corrupt(f"the array {name} cannot be read ({e})") from None
+        # safetensors keeps no checksum: without this a changed byte would load as other numbers
+        if zlib.crc32(a) != self._crc.get(name):
+            raise _Corrupt(f"the array {name} is damaged (its CRC-32 is not the one saved with it)")
+        return a
+
+    def optimizer_state(self, params):
+        """The optimizer's state if the file holds it, else None."""
+        saved = self.meta.get("optimizer_state")
+        if saved is None:
+            return None
+        count = saved.get("count") if isinstance(saved, dict) else None
+        if type(count) is not int or count < 0:
+            raise _Corrupt(f"its optimizer_state is malformed: {_short(saved)}")
+        state = self.network.optimizer.init(params)
+        trees = {}
+        for field in state._fields[1:]:
+            template = getattr(state, field)
+            trees[field] = _tree.rebuild(template, [self.array(name, a.shape) if a.size else a
+                                                    for name, a in _tree.named(template, f"optimizer/{field}")])
+        return state._replace(count=count, **trees)
+
+
+def _metadata_crc(texts):
+    """A CRC-32 of the metadata texts but the ``crc32`` table itself."""
+    return zlib.crc32(json.dumps({k: v for k, v in texts.items() if k != "crc32"}, sort_keys=True).encode())
+
+
+_ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64"}
 
 
 def _read(fh, size):
@@ -171,21 +345,27 @@ def _read(fh, size):
     with zf:
         if "config.json.npy" not in zf.namelist():
             raise _Corrupt("not a neurons network file (it has no config.json entry)")
-        net, history = _from_config(_array(zf, size, "config.json", np.dtype(np.uint8)).tobytes())
+        net, history = _from_cfg(_json(_array(zf, size, "config.json", np.dtype(np.uint8)).tobytes()), NPZ_FORMAT)
         shapes = net._param_shapes
         params = [_array(zf, size, name, np.dtype(net.dtype), a.shape) for name, a in _tree.named(shapes, "params")]
         return net, _tree.rebuild(shapes, params), history
 
 
-def _from_config(raw):
+def _json(raw):
     try:
         cfg = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as e:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise _Corrupt(f"its config is not valid JSON ({e})") from None
     if not isinstance(cfg, dict):
         raise _Corrupt(f"its config is not a JSON object but {_short(cfg)}")
-    if cfg.get("format") != FORMAT:
-        raise _Corrupt(f"unknown format {_short(cfg.get('format'))} (this version reads {FORMAT!r})")
+    return cfg
+
+
+def _from_cfg(cfg, fmt):
+    """``(network, history)`` from a parsed config of format ``fmt``."""
+    if cfg.get("format") != fmt:
+        raise _Corrupt(f"unknown format {_short(cfg.get('format'))} (this version reads {FORMAT!r} and "
+                       f"{NPZ_FORMAT!r} in .npz files)")
     try:
         net = network_from_config(cfg.get("network"))
     except (ValueError, TypeError, OverflowError) as e:     # the builder's errors

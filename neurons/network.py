@@ -353,11 +353,12 @@ class Network:
         return total / len(x), hits / len(x)
 
     def learn(self, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
-              params=None, tol=0.5):
-        """Train with minibatches; returns ``Trained`` (params, history). See ``neurons.training``."""
+              params=None, tol=0.5, checkpoint=None, checkpoint_every=1, resume=None, progress=None):
+        """Train with minibatches; returns ``Trained`` (params, history). See ``neurons.training.learn``."""
         from .training import learn
         return learn(self, x, y, validation=validation, batch=batch, epochs=epochs, print_every=print_every,
-                     seed=seed, shuffle=shuffle, params=params, tol=tol)
+                     seed=seed, shuffle=shuffle, params=params, tol=tol, checkpoint=checkpoint,
+                     checkpoint_every=checkpoint_every, resume=resume, progress=progress)
 
     # ------------------------------------------------------------------ checks
 

@@ -8,8 +8,13 @@ a NamedTuple of trees shaped like ``params``; nothing is hidden in globals.
 ``update`` is pure: it returns new arrays and never writes to the params or state it is
 given, so params that ``learn`` keeps (the last good step's, the best epoch's) can never be
 overwritten by a later step.
+
+``lr`` is a number or a schedule from ``neurons.schedules`` (``SGD(lr=cosine(0.1, 1000))``):
+the step taken after ``count`` steps uses ``lr(count)``. ``config()`` holds the schedule's own
+config, and ``from_config`` rebuilds it.
 """
-from dataclasses import asdict, dataclass
+import dataclasses
+from dataclasses import dataclass
 import math
 from typing import NamedTuple
 
@@ -17,6 +22,7 @@ import numpy as np
 
 from . import _tree
 from .kernels import optim as k
+from .schedules import Schedule, _number, _short, from_config as _schedule_from_config
 
 
 def _zeros(params):
@@ -28,17 +34,10 @@ def _nones(params):
     return _tree.map(lambda a: _tree.empty(a.dtype), params)
 
 
-def _number(value, name, lo=None, hi=None, lo_open=False, hi_open=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, not {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if lo is not None and (value < lo or (lo_open and value == lo)):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {value:g}")
-    if hi is not None and (value > hi or (hi_open and value == hi)):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi:g}, got {value:g}")
-    return value
+def _describe(name, value):
+    if isinstance(value, Schedule):
+        return f"{name}={value.describe()}"
+    return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
 
 
 class _Optimizer:
@@ -46,13 +45,26 @@ class _Optimizer:
 
     def __post_init__(self):
         for name, rule in self._rules.items():
-            object.__setattr__(self, name, _number(getattr(self, name), name, *rule))
+            value = getattr(self, name)
+            if name == "lr" and isinstance(value, Schedule):
+                continue
+            if name == "lr" and callable(value):      # a function could not be saved with the network
+                raise TypeError(f"lr must be a number or a schedule from neurons.schedules, not {_short.repr(value)}")
+            object.__setattr__(self, name, _number(value, name, *rule))
+
+    def _fields(self):
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def _lr(self, count):
+        """The learning rate for the step taken after ``count`` steps."""
+        return self.lr if isinstance(self.lr, float) else self.lr(count)
 
     def describe(self):
-        return f"{type(self).__name__}({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in asdict(self).items())})"
+        return f"{type(self).__name__}({', '.join(_describe(k, v) for k, v in self._fields().items())})"
 
     def config(self):
-        return {"name": type(self).__name__, **asdict(self)}
+        return {"name": type(self).__name__,
+                **{k: v.config() if isinstance(v, Schedule) else v for k, v in self._fields().items()}}
 
     def _walk(self, grads, state, params, kernel):
         """Run ``kernel(p, g, *state_leaves)`` on copies of every leaf (it updates p and the state
@@ -83,16 +95,16 @@ class SGDState(NamedTuple):
 class _SGDStep(_Optimizer):
     def update(self, grads, state, params):
         mu = getattr(self, "momentum", 0.0)
-        first = state.count == 0
+        first, lr = state.count == 0, self._lr(state.count)
         new, st = self._walk(grads, state, params,
-                             lambda p, g, buf: k.sgd(p, g, buf, self.lr, mu, self.decay, first))
+                             lambda p, g, buf: k.sgd(p, g, buf, lr, mu, self.decay, first))
         return new, SGDState(state.count + 1, **st)
 
 
 @dataclass(frozen=True)
 class SGD(_SGDStep):
     """Plain gradient descent: ``p -= lr·(g + decay·p)``."""
-    lr: float = 0.01
+    lr: float | Schedule = 0.01
     decay: float = 0.0
     _rules = {"lr": (0,), "decay": (0,)}
 
@@ -103,7 +115,7 @@ class SGD(_SGDStep):
 @dataclass(frozen=True)
 class SGDM(_SGDStep):
     """SGD with momentum (dampening 0, no Nesterov): ``buf = μ·buf + (g + decay·p)``, ``p -= lr·buf``."""
-    lr: float = 0.01
+    lr: float | Schedule = 0.01
     momentum: float = 0.9
     decay: float = 0.0
     _rules = {"lr": (0,), "momentum": (0,), "decay": (0,)}
@@ -121,7 +133,7 @@ class AdamState(NamedTuple):
 @dataclass(frozen=True)
 class Adam(_Optimizer):
     """Adam with L2 weight decay added to the gradient; bias correction by step count."""
-    lr: float = 1e-3
+    lr: float | Schedule = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
@@ -134,11 +146,11 @@ class Adam(_Optimizer):
         return AdamState(0, _zeros(params), _zeros(params))
 
     def update(self, grads, state, params):
-        t = state.count + 1
+        t, lr = state.count + 1, self._lr(state.count)
         c1 = 1.0 - self.beta1 ** t
         rc2 = math.sqrt(1.0 - self.beta2 ** t)
         new, st = self._walk(grads, state, params, lambda p, g, m, v: k.adam(
-            p, g, m, v, self.lr, self.beta1, self.beta2, self.eps, self.decay, self._decoupled, c1, rc2))
+            p, g, m, v, lr, self.beta1, self.beta2, self.eps, self.decay, self._decoupled, c1, rc2))
         return new, AdamState(t, **st)
 
 
@@ -159,7 +171,7 @@ class RMSpropState(NamedTuple):
 @dataclass(frozen=True)
 class RMSprop(_Optimizer):
     """RMSprop, optionally centered and with momentum (PyTorch's algorithm)."""
-    lr: float = 0.01
+    lr: float | Schedule = 0.01
     alpha: float = 0.99
     eps: float = 1e-8
     decay: float = 0.0
@@ -181,8 +193,9 @@ class RMSprop(_Optimizer):
                             _zeros(params) if self.momentum > 0 else none)
 
     def update(self, grads, state, params):
+        lr = self._lr(state.count)
         new, st = self._walk(grads, state, params, lambda p, g, sq, ga, buf: k.rmsprop(
-            p, g, sq, ga, buf, self.lr, self.alpha, self.eps, self.decay, self.momentum))
+            p, g, sq, ga, buf, lr, self.alpha, self.eps, self.decay, self.momentum))
         return new, RMSpropState(state.count + 1, **st)
 
 
@@ -190,9 +203,14 @@ OPTIMIZERS = {cls.__name__: cls for cls in (SGD, SGDM, Adam, AdamW, RMSprop)}
 
 
 def from_config(config):
-    """The optimizer a ``config()`` dict describes."""
+    """The optimizer a ``config()`` dict describes (its ``lr`` a number or a schedule's config);
+    ``ValueError`` or ``TypeError`` if it is malformed."""
+    if not isinstance(config, dict):
+        raise TypeError(f"an optimizer config must be an object with a name, not {_short.repr(config)}")
     config = dict(config)
     name = config.pop("name", None)
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(OPTIMIZERS)}")
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {_short.repr(name)}; known: {', '.join(OPTIMIZERS)}")
+    if isinstance(config.get("lr"), dict):
+        config["lr"] = _schedule_from_config(config["lr"])
     return OPTIMIZERS[name](**config)

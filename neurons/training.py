@@ -7,10 +7,14 @@ seed, data and thread count give the same params, bit for bit.
 Early stopping (the original's rule): stop once the validation loss has risen ``patience``
 epochs in a row; the params with the lowest validation loss are the ones returned.
 """
+import contextlib
 from dataclasses import dataclass, field
+import os
 import sys
 import time
+import zlib
 
+from numba.core import event
 import numpy as np
 
 from . import _checks, _tree
@@ -70,6 +74,7 @@ class Trained:
     network: "Network"
     params: tuple
     history: History = field(default_factory=History)
+    optimizer_state: tuple | None = None      # the optimizer's state after the last step, when known
 
     def predict(self, x, batch=1000):
         return self.network.predict(self.params, x, batch)
@@ -78,8 +83,10 @@ class Trained:
         return self.network.evaluate(self.params, x, y, batch, tol)
 
     def save(self, path):
+        """Write a ``.safetensors`` file (``neurons.load`` reads it back; an ``.npz`` path keeps
+        the older format, without the optimizer's state)."""
         from .io import save
-        save(path, self.network, self.params, self.history)
+        save(path, self.network, self.params, self.history, self.optimizer_state)
 
     def plot(self, path=None, title=None):
         from .display import plot_history
@@ -103,12 +110,18 @@ def _validation(net, validation):
 
 
 def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
-          params=None, tol=0.5, out=None):
+          params=None, tol=0.5, out=None, checkpoint=None, checkpoint_every=1, resume=None, progress=None):
     """Train ``net`` on ``(x, y)``; returns ``Trained``.
 
     ``validation``: ``(x_val, y_val)`` or ``(x_val, y_val, patience)``. ``params``: start from
     these instead of ``net.init(seed)``. ``print_every``: print the epoch table every that many
-    epochs (and the last).
+    epochs (and the last). ``progress``: a bar over each epoch's batches (None: when stderr is a
+    terminal).
+
+    ``checkpoint=PATH`` writes a checkpoint every ``checkpoint_every`` epochs, after the last and
+    at an early stop; ``resume=PATH`` continues the run a checkpoint holds (``epochs`` counts the
+    whole run; the checkpoint may be the same path, and a missing one then starts afresh). A run
+    resumed gives the very params and history the same run straight through gives.
 
     Nothing learned is lost on the way out: a NaN/inf loss, or an update that makes a param
     non-finite, raises ``TrainingError`` and Ctrl-C raises ``TrainingInterrupted`` (a
@@ -126,20 +139,22 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     seed = _checks.seed(seed)
     shuffle = _checks.flag(shuffle, "shuffle")
     tol = _checks.positive_number(tol, "tol")
+    checkpoint_every = _checks.positive_int(checkpoint_every, "checkpoint_every")
     if print_every is not None:
         print_every = _checks.positive_int(print_every, "print_every")
-    if params is None:
-        params = net.init(seed)
-    else:
-        net.check_params(params)
-        params = _tree.map(np.copy, params)
+    progress = sys.stderr.isatty() if progress is None else _checks.flag(progress, "progress")
     net._warn_slips()
     out = out or sys.stdout
     opt = net.optimizer
-    state = opt.init(params)
-    history = History()
-    best, best_loss, rising, prev = params, np.inf, 0, None
     n = len(x)
+    settings = {"seed": seed, "batch": batch, "shuffle": shuffle, "samples": n, "tol": tol,
+                "validation": None if xv is None else len(xv), "patience": patience}
+    if checkpoint is not None or resume is not None:
+        settings["data"] = _fingerprint(x, y, xv, yv)
+    run = _start(net, params, resume, checkpoint, settings)
+    params, state, history, best = run.params, run.state, run.history, run.best
+    if run.finished(epochs):
+        return Trained(net, best if xv is not None else params, history, state)
     # ``params`` only ever holds finished steps' params, all finite (each update is checked before
     # it is kept), and ``good`` the last of them whose loss was finite too: what an error or
     # Ctrl-C hands back is always usable
@@ -148,11 +163,12 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
-        with running():
-            for epoch in range(epochs):
+        with running(), _compile_note(bool(print_every or progress)):
+            for epoch in range(history.epochs, epochs):
                 t0 = time.perf_counter()
                 order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
                 total = 0.0
+                bar = _bar(progress, n, epoch, epochs)
                 for step, start in enumerate(range(0, n, batch)):
                     idx = order[start:start + batch]
                     xb, yb = (x[idx], y[idx]) if shuffle else (x[start:start + batch], y[start:start + batch])
@@ -168,6 +184,11 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                                             Trained(net, params, history))
                     params = new
                     total += loss * len(idx)
+                    if bar is not None:
+                        bar.update(len(idx))
+                        bar.set_postfix_str(f"loss {total / min(n, start + batch):.4f}", refresh=False)
+                if bar is not None:
+                    bar.close()
                 train_time = time.perf_counter() - t0
                 if xv is None:
                     history.add(total / n, train_time)
@@ -176,15 +197,17 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                     vloss, vacc = net._evaluate(params, xv, yv, tol=tol)
                     history.add(total / n, train_time, vloss, vacc if scored else float("nan"),
                                 time.perf_counter() - t1)
-                    if vloss < best_loss:
-                        best, best_loss, history.best_epoch = params, vloss, epoch + 1
-                    rising = rising + 1 if prev is not None and vloss > prev else 0
-                    prev = vloss
-                if print_every and ((epoch + 1) % print_every == 0 or epoch + 1 == epochs
-                                    or (patience and rising >= patience)):
+                    if vloss < run.best_loss:
+                        best, run.best_loss, history.best_epoch = params, vloss, epoch + 1
+                    run.rising = run.rising + 1 if run.prev is not None and vloss > run.prev else 0
+                    run.prev = vloss
+                history.stopped_early = bool(patience and run.rising >= patience)
+                last = epoch + 1 == epochs or history.stopped_early
+                if print_every and ((epoch + 1) % print_every == 0 or last):
                     _row(out, epoch + 1, history)
-                if patience and rising >= patience:
-                    history.stopped_early = True
+                if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or last):
+                    run.save(checkpoint, net, params, state, history, best if xv is not None else None)
+                if history.stopped_early:
                     if print_every:
                         print(f"stopped early: the validation loss rose {patience} epochs in a row; "
                               f"keeping the params of epoch {history.best_epoch}", file=out)
@@ -194,7 +217,97 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
             raise
         raise TrainingInterrupted(f"interrupted at epoch {epoch + 1}, batch {step + 1}",
                                   Trained(net, params, history)) from None
-    return Trained(net, best if xv is not None else params, history)
+    return Trained(net, best if xv is not None else params, history, state)
+
+
+class _Run:
+    """Where a run stands between epochs: what a checkpoint holds besides the network."""
+
+    def __init__(self, params, state, settings, history=None, best=None, best_loss=np.inf, rising=0, prev=None):
+        self.params, self.state, self.settings = params, state, settings
+        self.history = history if history is not None else History()
+        self.best = best if best is not None else params
+        self.best_loss, self.rising, self.prev = best_loss, rising, prev
+
+    def finished(self, epochs):
+        return self.history.stopped_early or self.history.epochs >= epochs
+
+    def save(self, path, net, params, state, history, best):
+        from .io import _write
+        position = {"best_loss": None if np.isinf(self.best_loss) else self.best_loss, "rising": self.rising,
+                    "prev": self.prev, "best": best is not None}
+        trees = {"params": params, **({"best": best} if best is not None else {})}
+        _write(path, net, history, trees, state, {**self.settings, **position})
+
+
+def _start(net, params, resume, checkpoint, settings):
+    """The run to continue: fresh (from ``params`` or ``net.init(seed)``) or from ``resume``."""
+    if resume is not None and not (resume == checkpoint and not os.path.exists(resume)):
+        if params is not None:
+            raise ValueError("give params or resume, not both: a resumed run continues from its checkpoint's params")
+        return _resumed(net, resume, settings)
+    if params is None:
+        params = net.init(settings["seed"])
+    else:
+        net.check_params(params)
+        params = _tree.map(np.copy, params)
+    return _Run(params, net.optimizer.init(params), settings)
+
+
+def _resumed(net, path, settings):
+    from .io import load_checkpoint, network_config
+    saved, run, best = load_checkpoint(path)
+    ours, theirs = network_config(net), network_config(saved.network)
+    differ = [k for k in ours if ours[k] != theirs[k]]
+    if differ:
+        raise ValueError(f"{path}: a checkpoint of another network ("
+                         f"{'; '.join(f'{k}: {theirs[k]} there, {ours[k]} here' for k in differ)})")
+    differ = [k for k in settings if run.get(k) != settings[k]]
+    if differ:
+        raise ValueError(f"{path}: a checkpoint of another run ({'; '.join(f'{k} {run.get(k)} there, {settings[k]} here' for k in differ)}"
+                         f"); resume with the same data and settings, or start afresh from its params with params=")
+    if saved.optimizer_state is None:
+        raise ValueError(f"{path}: the checkpoint holds no optimizer state")
+    best_loss = np.inf if run.get("best_loss") is None else float(run["best_loss"])
+    return _Run(saved.params, saved.optimizer_state, settings, saved.history, best, best_loss,
+                int(run.get("rising", 0)), run.get("prev"))
+
+
+def _fingerprint(*arrays):
+    """A CRC-32 of the data, so that a checkpoint is resumed only on the data it was made on."""
+    crc = 0
+    for a in arrays:
+        if a is not None:
+            crc = zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"), crc)
+    return crc
+
+
+def _bar(progress, n, epoch, epochs):
+    if not progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", unit="sample", unit_scale=True, leave=False,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+class _CompileNote(event.Listener):
+    """Says once a process, when Numba starts compiling during training, that the pause is the
+    first run's compilation (the machine code is cached on disk for the next runs)."""
+    shown = False
+
+    def on_start(self, ev):
+        if not _CompileNote.shown:
+            _CompileNote.shown = True
+            print("compiling kernels for this network (first run only, cached afterwards)", file=sys.stderr, flush=True)
+
+    def on_end(self, ev):
+        pass
+
+
+def _compile_note(wanted):
+    if not wanted or _CompileNote.shown:
+        return contextlib.nullcontext()
+    return event.install_listener("numba:compile", _CompileNote())
 
 
 def _nonfinite_leaf(params):

@@ -280,8 +280,8 @@ def _bad_files(tmp_path):
     without = {k: v for k, v in members.items() if k != "params/0/1.npy"}
     config = "config.json.npy"
     return [
-        (text, "not a zip file"),
-        (empty, "not a zip file"),
+        (text, "not a neurons network file (neither safetensors nor .npz"),
+        (empty, "not a neurons network file (neither safetensors nor .npz"),
         (_write(tmp_path / "plain.zip", {"a.txt": b"hello"}), "no config.json"),
         (_write(tmp_path / "no_config.npz", {k: v for k, v in members.items() if k != config}), "no config.json"),
         (_write(tmp_path / "not_json.npz", {**members, config: _config_npy("{not json")}), "config is not valid JSON"),
@@ -422,3 +422,111 @@ def test_junk_in_any_config_field_is_a_value_error_or_harmless(tmp_path):
                 assert str(e).startswith(f"{path}: "), (at, junk, e)
                 errors += 1
     assert errors > 500
+
+
+# ----------------------------------------------------------------------------- safetensors
+
+def test_safetensors_round_trip_with_the_optimizer_state(tmp_path):
+    from safetensors.numpy import load_file
+    x = np.random.default_rng(0).normal(size=(12, 1, 6, 6))
+    y = np.arange(12) % 3
+    net = _net().set_optimizer(neurons.optimizers.Adam(lr=1e-3)).set_objective("cross_entropy")
+    t = net.learn(x, y, validation=(x, y), epochs=2, batch=4)
+    path = tmp_path / "net.safetensors"
+    t.save(path)
+    u = neurons.load(path)
+    assert u.network == net and u.history.as_dict() == t.history.as_dict()
+    assert _same(u, t)
+    assert u.optimizer_state.count == t.optimizer_state.count == 6
+    for a, b in zip(gradcheck.leaves(u.optimizer_state[1:]), gradcheck.leaves(t.optimizer_state[1:])):
+        np.testing.assert_array_equal(a, b)
+    # any safetensors reader opens it: tensors named by their place in params (a block nests)
+    tensors = load_file(path)
+    np.testing.assert_array_equal(tensors["params/1/0/0"], t.params[1][0][0])
+    assert {k for k in tensors if k.startswith("params/")} == {name for name, _ in neurons._tree.named(t.params, "params")}
+    assert "optimizer/mu/0/0" in tensors and "optimizer/nu/5/0" in tensors
+    # an .npz path still writes (and reads) the older format
+    t.save(tmp_path / "net.npz")
+    assert zipfile.is_zipfile(tmp_path / "net.npz") and _same(neurons.load(tmp_path / "net.npz"), t)
+
+
+def _safetensors_file(tmp_path, edit, crc=True):
+    """A saved network's file edited by ``edit(metadata, tensors)``; with ``crc`` its checksums
+    are made to fit the edit, as a crafted file's would be."""
+    import zlib
+    from safetensors import safe_open
+    from safetensors.numpy import save as pack
+    net = neurons.Network((1,)).dense(3, "relu").dense(2)
+    path = tmp_path / "base.safetensors"
+    neurons.save(path, net, net.init(0))
+    with safe_open(path, "np") as f:
+        meta = {k: json.loads(v) for k, v in f.metadata().items()}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    edit(meta, tensors)
+    texts = {k: json.dumps(v) for k, v in meta.items()}
+    if crc:
+        sums = {k: zlib.crc32(a) for k, a in tensors.items()}
+        texts["crc32"] = json.dumps({**sums, "__metadata__": neurons.io._metadata_crc(texts)})
+    out = tmp_path / "edited.safetensors"
+    out.write_bytes(pack(tensors, metadata=texts))
+    return out
+
+
+def test_safetensors_metadata_claiming_huge_layers_fails_without_allocating(tmp_path):
+    def huge(meta, tensors):
+        meta["network"]["layers"][0]["units"] = 10**8
+    path = _safetensors_file(tmp_path, huge)
+    error, peak = _peak_of_load(path)
+    assert str(error).startswith(f"{path}: ") and "params/0/0 has shape (3, 1), the config needs (100000000, 1)" \
+        in str(error)
+    assert peak < 10 * 2**20
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m, t: m.pop("format"), "not a neurons network file (its metadata has no format)"),
+    (lambda m, t: m.update(format="other/9"), "unknown format 'other/9'"),
+    (lambda m, t: m.update(network={"layers": 1}), "its network config is invalid"),
+    (lambda m, t: t.pop("params/1/1"), "the array params/1/1 is missing"),
+    (lambda m, t: t.update({"params/0/0": t["params/0/0"].astype(np.float64)}), "params/0/0 has dtype F64"),
+    (lambda m, t: t.update({"params/0/0": t["params/0/0"].T.copy()}), "params/0/0 has shape (1, 3)"),
+    (lambda m, t: m.update(optimizer_state={"count": -1}), "optimizer_state is malformed"),
+    (lambda m, t: m.update(history={"train_loss": "x"}), "history is malformed"),
+])
+def test_bad_safetensors_files_are_value_errors_naming_the_path(tmp_path, edit, message):
+    path = _safetensors_file(tmp_path, edit)
+    with pytest.raises(ValueError) as info:
+        neurons.load(path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value), info.value
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m, t: m.pop("crc32"), "its metadata has no crc32 table"),
+    (lambda m, t: m.update(history={"train_loss": [9.0], "train_time": [1.0]}), "its metadata is damaged"),
+    (lambda m, t: t["params/1/0"].__setitem__((0, 0), 7.0), "the array params/1/0 is damaged"),
+])
+def test_changed_safetensors_files_fail_their_checksums(tmp_path, edit, message):
+    path = _safetensors_file(tmp_path, edit, crc=False)
+    with pytest.raises(ValueError) as info:
+        neurons.load(path)
+    assert str(info.value).startswith(f"{path}: ") and message in str(info.value), info.value
+
+
+def test_fuzzed_safetensors_files(tmp_path):
+    net = _net()
+    original = tmp_path / "original.safetensors"
+    neurons.save(original, net, net.init(0), neurons.History(train_loss=[1.5], train_time=[0.1]))
+    want = neurons.load(original)
+    data = original.read_bytes()
+    outcomes = {"same": 0, "error": 0}
+    for i, (what, mutant) in enumerate(fuzz_util.mutants(data, 400, seed=2, head=64, tail=120)):
+        path = tmp_path / f"mutant{i}.safetensors"
+        path.write_bytes(mutant)
+        try:
+            got = neurons.load(path)
+        except ValueError as e:
+            assert str(e).startswith(f"{path}: "), (what, e)
+            outcomes["error"] += 1
+        else:
+            assert _same(got, want), what       # a flip in array bytes fails the saved CRC-32
+            outcomes["same"] += 1
+    assert outcomes["error"] > 300
