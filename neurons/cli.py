@@ -61,7 +61,7 @@ def main(argv=None):
     d.add_argument("--epochs", type=int, default=None)
     d.add_argument("--batch", type=int, default=32)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--save", metavar="PATH", help="save the trained network to PATH (.npz)")
+    d.add_argument("--save", metavar="PATH", help="save the trained network to PATH (.safetensors)")
     d.set_defaults(run=demo)
     args = parser.parse_args(argv)
     return args.run(args)

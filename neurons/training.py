@@ -286,8 +286,8 @@ def _bar(progress, n, epoch, epochs):
     if not progress:
         return None
     from tqdm import tqdm
-    return tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", unit="sample", unit_scale=True, leave=False,
-                file=sys.stderr, dynamic_ncols=True)
+    return tqdm(total=n, desc=f"epoch {epoch + 1}/{epochs}", unit="sample", leave=False, file=sys.stderr,
+                dynamic_ncols=True)
 
 
 class _CompileNote(event.Listener):
@@ -298,7 +298,8 @@ class _CompileNote(event.Listener):
     def on_start(self, ev):
         if not _CompileNote.shown:
             _CompileNote.shown = True
-            print("compiling kernels for this network (first run only, cached afterwards)", file=sys.stderr, flush=True)
+            from tqdm import tqdm
+            tqdm.write("compiling kernels for this network (first run only, cached afterwards)", file=sys.stderr)
 
     def on_end(self, ev):
         pass

@@ -150,3 +150,21 @@ def test_a_kill_while_checkpointing_leaves_a_loadable_file(tmp_path):
     assert max(epochs) > 1
     # a kill mid-write leaves at most the one temporary file, which the next write replaces
     assert all(p.endswith((".py", ".safetensors", ".safetensors.tmp")) for p in os.listdir(tmp_path))
+
+
+def test_progress_bar_and_compile_note(tmp_path):
+    # a fresh process with an empty kernel cache: the note comes once, when compiling starts, and
+    # the bar shows the loss and the samples per second on stderr
+    script = tmp_path / "bar.py"
+    script.write_text(
+        "import numpy as np, neurons\n"
+        "x = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)\n"
+        "net = neurons.Network((5,)).dense(4, 'tanh').dense(1)\n"
+        "net.learn(x, x[:, :1], batch=8, epochs=2, progress=True)\n"
+        "net.learn(x, x[:, :1], batch=8, epochs=1, progress=False)\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), TQDM_MININTERVAL="0")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("compiling kernels for this network (first run only, cached afterwards)") == 1
+    assert "epoch 2/2" in out.stderr and "loss " in out.stderr and "sample/s" in out.stderr
+    assert out.stdout == ""
