@@ -1,14 +1,18 @@
-"""``blas.gemm`` against NumPy: every transpose, both dtypes, strided blocks, accumulation."""
+"""``blas.gemm`` against NumPy: every transpose, both dtypes, strided blocks, accumulation; and
+its NumPy form (what ``gemm`` is under ``NUMBA_DISABLE_JIT``) against the same checks."""
 import numpy as np
 import pytest
 
-from neurons.kernels.blas import gemm
+from neurons.kernels.blas import _gemm_numpy, gemm
+
+IMPLEMENTATIONS = pytest.mark.parametrize("impl", [gemm, _gemm_numpy], ids=["blas", "numpy"])
 
 
+@IMPLEMENTATIONS
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta", [False, True])
 @pytest.mark.parametrize("tb", [False, True])
-def test_gemm_matches_numpy_on_column_blocks(dtype, ta, tb):
+def test_gemm_matches_numpy_on_column_blocks(impl, dtype, ta, tb):
     rng = np.random.default_rng(0)
     m, n, k = 5, 7, 3
     big_a = rng.normal(size=(k, m + 2) if ta else (m, k + 2)).astype(dtype)
@@ -17,25 +21,38 @@ def test_gemm_matches_numpy_on_column_blocks(dtype, ta, tb):
     big_c = rng.normal(size=(m, n + 4)).astype(dtype)
     c = big_c[:, 2:2 + n]
     before = big_c.copy()
-    gemm(ta, tb, 2.0, a, b, 0.5, c)
+    impl(ta, tb, 2.0, a, b, 0.5, c)
     want = 2.0 * ((a.T if ta else a).astype(float) @ (b.T if tb else b).astype(float)) + 0.5 * before[:, 2:2 + n]
     tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert c.dtype == dtype
     np.testing.assert_allclose(c, want, rtol=tol, atol=tol)
     # the columns outside the block are untouched
     np.testing.assert_array_equal(big_c[:, :2], before[:, :2])
     np.testing.assert_array_equal(big_c[:, 2 + n:], before[:, 2 + n:])
 
 
-def test_gemm_with_an_empty_reduction_scales_c():
+@IMPLEMENTATIONS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_beta_zero_does_not_read_c(impl, dtype):
+    """Outputs come from ``np.empty``: with beta = 0, whatever c holds (here NaN) must not leak."""
+    a, b = np.ones((2, 3), dtype), np.ones((3, 4), dtype)
+    c = np.full((2, 4), np.nan, dtype)
+    impl(False, False, 1.0, a, b, 0.0, c)
+    np.testing.assert_array_equal(c, 3.0)
+
+
+@IMPLEMENTATIONS
+def test_gemm_with_an_empty_reduction_scales_c(impl):
     c = np.ones((2, 3))
-    gemm(False, False, 1.0, np.empty((2, 0)), np.empty((0, 3)), 0.0, c)
+    impl(False, False, 1.0, np.empty((2, 0)), np.empty((0, 3)), 0.0, c)
     np.testing.assert_array_equal(c, 0.0)
 
 
-def test_gemm_rejects_mismatched_shapes_and_dtypes():
+@IMPLEMENTATIONS
+def test_gemm_rejects_mismatched_shapes_and_dtypes(impl):
     with pytest.raises(ValueError, match="do not match"):
-        gemm(False, False, 1.0, np.ones((2, 3)), np.ones((4, 2)), 0.0, np.ones((2, 2)))
+        impl(False, False, 1.0, np.ones((2, 3)), np.ones((4, 2)), 0.0, np.ones((2, 2)))
     with pytest.raises(ValueError, match="do not match"):
-        gemm(False, False, 1.0, np.ones((2, 3), np.float32), np.ones((3, 2)), 0.0, np.ones((2, 2)))
+        impl(False, False, 1.0, np.ones((2, 3), np.float32), np.ones((3, 2)), 0.0, np.ones((2, 2)))
     with pytest.raises(ValueError, match="contiguous"):
-        gemm(False, False, 1.0, np.ones((3, 2)).T, np.ones((3, 2)), 0.0, np.ones((2, 2)))
+        impl(False, False, 1.0, np.ones((3, 2)).T, np.ones((3, 2)), 0.0, np.ones((2, 2)))

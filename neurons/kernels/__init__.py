@@ -6,22 +6,51 @@ Nothing here knows about ``Network``. Every module is ``<op>.py`` with ``<op>_fo
 
 The on-disk compile cache is put in a folder keyed by Numba's version and threading settings:
 a cache built under another threading layer or thread count was seen to crash a process. A
-user's own ``NUMBA_CACHE_DIR`` wins. The key also holds a digest of ``_config.py``: Numba checks a
-cached function against its own source file only, so a change of compile options alone would
-otherwise load code built under the old ones. Numba fixes a function's cache folder when it is
+user's own ``NUMBA_CACHE_DIR`` wins. The key also holds the package version and a digest of
+every ``.py`` file here: Numba checks a cached function against its own source file only, so a
+change to a callee in another file (``blas.gemm`` is compiled into the dense and convolution
+bodies), to the compile options in ``_config.py``, or a package upgrade would otherwise load
+machine code built from the old source. And it holds the parallel-loop mode asked for
+(``NEURONS_BLOCKS``, see ``_blocks.py``). Numba fixes a function's cache folder when it is
 decorated, so ``config.CACHE_DIR`` is set only while these modules are imported.
 """
 import hashlib
 import os
 import platform
+import re
 
 import numba
 from numba.core import config
 
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
-def _config_digest():
-    with open(os.path.join(os.path.dirname(__file__), "_config.py"), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:8]
+
+def _blocks_mode():
+    """How ``_blocks.parallel`` runs its loops: ``NEURONS_BLOCKS`` (``"address"``, the default, or
+    ``"prange"``), or ``"python"`` under ``NUMBA_DISABLE_JIT``. Read here, before any kernel module
+    is imported, because the cache folder is keyed by it."""
+    if config.DISABLE_JIT:
+        return "python"
+    mode = os.environ.get("NEURONS_BLOCKS") or "address"
+    if mode not in ("address", "prange"):
+        raise ValueError(f"NEURONS_BLOCKS must be 'address' or 'prange', not {mode!r}")
+    return mode
+
+
+def _version():
+    """``neurons.__version__``, read from its file: the package is still being imported."""
+    with open(os.path.join(os.path.dirname(_HERE), "__init__.py"), encoding="utf-8") as f:
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", f.read(), re.MULTILINE)
+    return found.group(1) if found else "unknown"
+
+
+def _source_digest():
+    """A digest of every ``.py`` file in this folder, names and contents."""
+    digest = hashlib.sha256()
+    for name in sorted(n for n in os.listdir(_HERE) if n.endswith(".py")):
+        with open(os.path.join(_HERE, name), "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def _cache_dir():
@@ -30,7 +59,9 @@ def _cache_dir():
         str(config.THREADING_LAYER),
         str(config.NUMBA_NUM_THREADS),
         platform.machine(),
-        _config_digest(),
+        _blocks_mode(),
+        _version(),
+        _source_digest(),
     ])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "neurons", "numba", key)

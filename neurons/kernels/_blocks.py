@@ -16,43 +16,117 @@ The address is looked up at run time, once per process and loop, and then kept i
 the compiled loop; it is never baked into machine code, so the loops still go into the on-disk
 cache. A cached loop depends only on the types of its arguments, which are part of its cache
 key, and on its body's name: a body that changes is recompiled and looked up afresh.
+
+``MODE`` says how the loops run:
+
+- ``"address"`` (the default): as above. It reaches into Numba's internals
+  (``PythonAPI._get_function``, ``get_compile_result``, ``fndesc.llvm_func_name``,
+  ``call_conv.call_function``), and a Numba upgrade has broken it before. So import checks, by
+  name only, that they exist, and a loop that fails to build although its body compiles alone
+  switches every loop to ``"prange"``; either way with a warning.
+- ``"prange"`` (``NEURONS_BLOCKS=prange``): the same bodies on the same blocks, run by a plain
+  ``@njit(parallel=True)`` loop, so the same bits. Each such loop takes seconds to compile (its
+  body is linked into it twice) and is never cached on disk: it closes over its body, which Numba
+  cannot cache.
+- ``"python"`` (``NUMBA_DISABLE_JIT=1``): a Python ``for`` over the blocks, to step through a
+  kernel in pdb or measure its coverage.
+
+A body's exception cannot leave a parallel loop (its threads have no caller to raise it to), so
+the loop returns the first block that failed and ``run`` runs that block again, alone, from
+Python, where the body's own exception surfaces with its own message.
 """
 import importlib
+import warnings
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
-from ._config import BLOCKS, pjit
+from . import _blocks_mode
+from ._config import BLOCKS, jit, pjit
+
+
+def _missing_internals():
+    """The Numba internals the address path uses that this Numba lacks, checked by name only:
+    this runs at import, where nothing may be compiled."""
+    try:
+        from numba.core import base, callconv, codegen, compiler, dispatcher, funcdesc, pythonapi
+    except ImportError as error:
+        return [str(error)]
+    needs = [
+        (pythonapi.PythonAPI, "_get_function gil_ensure gil_release object_getattr_string call_function_objargs "
+                              "long_as_voidptr string_from_string decref serialize_object unserialize"),
+        (callconv.CPUCallConv, "call_function get_function_type return_user_exc"),
+        (dispatcher.Dispatcher, "get_compile_result"),
+        (compiler.CompileResult, "fndesc library"),
+        (funcdesc.FunctionDescriptor, "llvm_func_name"),
+        (codegen.JITCodeLibrary, "get_pointer_to_function"),
+        (base.BaseContext, "get_python_api insert_const_string cast get_value_type"),
+        (cgutils, "add_global_variable is_null voidptr_t"),
+    ]
+    return [f"{owner.__name__}.{attr}" for owner, attrs in needs for attr in attrs.split()
+            if not hasattr(owner, attr)]
+
+
+def _start_mode():
+    mode = _blocks_mode()
+    missing = _missing_internals() if mode == "address" else []
+    if missing:
+        warnings.warn(f"neurons: Numba {numba.__version__} has no {', '.join(missing)}: parallel kernels run "
+                      "as plain prange loops (NEURONS_BLOCKS=prange)", RuntimeWarning, stacklevel=2)
+        return "prange"
+    return mode
+
+
+MODE = _start_mode()
 
 
 def parallel(body):
     """``run(blocks, args)``: ``body(blk, *args)`` for every ``blk`` in ``range(blocks)``, one block
-    per thread through a parallel loop made for ``body``, or one call to ``body`` straight from
-    Python when there is a single block (small work: no thread pool, no parallel code compiled).
+    per thread through a parallel loop made for ``body`` (see ``MODE``), or one call to ``body``
+    straight from Python when there is a single block (small work: no thread pool, no parallel
+    code compiled). A block that raises raises its own exception from ``run``. In the ``"python"``
+    mode the blocks run one after the other, in order.
 
-    The loop names its body by a string, not the function itself: Numba keys a cached closure by
-    its pickled cells, and a pickled function is not the same from one process to the next."""
-    name = f"{body.py_func.__module__}.{body.py_func.__name__}"
+    The address loop names its body by a string, not the function itself: Numba keys a cached
+    closure by its pickled cells, and a pickled function is not the same from one process to the
+    next."""
+    py_func = getattr(body, "py_func", body)        # a plain function under NUMBA_DISABLE_JIT
+    name = f"{py_func.__module__}.{py_func.__name__}"
+    loops = {}
 
-    def each(blocks, args):
-        addr = address(name, args)
-        failed = np.zeros(blocks, np.uint8)
-        for blk in prange(blocks):
-            failed[blk] = call_block(addr, blk, args)
-        if failed.any():
-            raise RuntimeError("a block of a parallel kernel raised (the same call with one block shows why)")
-
-    loop = pjit(each)
+    def loop(mode):
+        if mode not in loops:
+            loops[mode] = _address_loop(name) if mode == "address" else _prange_loop(body)
+        return loops[mode]
 
     def run(blocks, args):
-        if blocks > 1:
-            loop(blocks, args)
-        else:
+        if blocks <= 1:
             body(0, *args)
+            return
+        mode = MODE
+        if mode == "python":
+            _check_args(args)
+            for blk in range(blocks):
+                body(blk, *args)
+            return
+        try:
+            failed = loop(mode)(blocks, args)
+        except Exception as error:
+            # a body that compiles alone, in a loop that does not: the address machinery broke
+            # (an untested Numba); nothing has run yet, so the prange loop can do the work
+            if mode != "address" or _callers_fault(body, args):
+                raise
+            _fall_back(error)
+            failed = loop("prange")(blocks, args)
+        if failed >= 0:
+            body(failed, *args)         # alone, from Python: the body's own exception
+            raise RuntimeError(f"{name} failed on block {failed} of {blocks} in a parallel loop, "
+                               "but not when that block ran again alone")
     return run
 
 
@@ -60,6 +134,84 @@ def block_count(items, work=0, minimum=0):
     """How many blocks to split ``items`` into: one per thread (no more than there are items), or
     a single block when ``work`` is below ``minimum``."""
     return max(1, min(BLOCKS, items)) if work >= minimum else 1
+
+
+def _address_loop(name):
+    def each(blocks, args):
+        _check_args(args)
+        addr = address(name, args)
+        failed = np.zeros(blocks, np.uint8)
+        for blk in prange(blocks):
+            failed[blk] = call_block(addr, blk, args)
+        return _first(failed)
+    return pjit(each)
+
+
+def _prange_loop(body):
+    @jit(cache=False)
+    def call(blk, args):
+        body(blk, *args)
+
+    @jit(cache=False)
+    def guarded(blk, args):
+        # a try inside the prange makes Numba run the loop serially; an exception let out of
+        # it was seen lost, or turned into a SystemError
+        try:
+            call(blk, args)
+        except Exception:
+            return 1
+        return 0
+
+    def each(blocks, args):
+        _check_args(args)
+        failed = np.zeros(blocks, np.uint8)
+        for blk in prange(blocks):
+            failed[blk] = guarded(blk, args)
+        return _first(failed)
+    return pjit(each, cache=False)
+
+
+@jit
+def _first(failed):
+    """The first block flagged in ``failed``, or -1."""
+    for blk in range(failed.shape[0]):
+        if failed[blk]:
+            return blk
+    return -1
+
+
+def _callers_fault(body, args):
+    """Whether a loop that failed did so for its body's or its arguments' own reasons (else the
+    address machinery is to blame): the body alone does not compile for these arguments."""
+    try:
+        _check_args(args)
+        body.compile((types.intp,) + tuple(numba.typeof(a) for a in args))
+    except Exception:
+        return True
+    return False
+
+
+def _fall_back(error):
+    global MODE
+    MODE = "prange"
+    warnings.warn(f"neurons: a parallel loop could not be built by address ({type(error).__name__}: {error}); "
+                  "every parallel kernel now runs as a plain prange loop", RuntimeWarning, stacklevel=3)
+
+
+_NOT_TUPLES = "a block function's arguments must be arrays and scalars, not tuples"
+
+
+def _check_args(args):
+    """Refuse a tuple among a body's arguments (in a compiled loop: when it compiles)."""
+    if any(isinstance(a, tuple) for a in args):
+        raise TypeError(_NOT_TUPLES)
+
+
+@overload(_check_args)
+def _check_args_typed(args):
+    if any(isinstance(t, types.BaseTuple) for t in args.types):
+        raise TypingError(_NOT_TUPLES)
+    return lambda args: None
 
 
 def _jit_address(module, name, signature):
@@ -91,8 +243,6 @@ def address(typingctx, body, args):
     printing why)."""
     if not isinstance(body, types.StringLiteral) or not isinstance(args, types.BaseTuple):
         return None
-    if any(isinstance(t, types.BaseTuple) for t in args.types):
-        raise TypingError("a block function's arguments must be arrays and scalars, not tuples")
     module, _, name = body.literal_value.rpartition(".")
     dispatcher = getattr(importlib.import_module(module), name)
     signature = _body_signature(args)

@@ -5,10 +5,14 @@ kernel that splits its work into one block per thread is a serial body called by
 such a loop, which compiles in a fraction of the time of the same kernel written with its work
 inside the ``prange`` (see ``_blocks.py``). Both cache their machine code on disk (see
 ``neurons/kernels/__init__.py`` for where, and why the cache folder is keyed by the threading
-settings).
+settings, the package version and the kernels' source), except ``_blocks.py``'s fallback loops,
+which close over their body and so cannot be cached.
 
-fastmath: reassociation and contraction only. ``nnan``/``ninf`` are left out on purpose, so
-that NaN and inf checks inside kernels keep working.
+fastmath: ``reassoc`` (sums may be reordered, e.g. vectorised), ``contract`` (a multiply and an
+add may fuse into one FMA, rounded once), ``nsz`` (the sign of a zero result is not kept: ``-0.0``
+may come out as ``0.0``) and ``arcp`` (``x / y`` may become ``x * (1 / y)``, which can differ in
+the last bit). ``nnan``/``ninf`` are left out on purpose, so that NaN and inf checks inside
+kernels keep working; so is ``afn`` (approximate ``exp``, ``tanh``, ...).
 
 error_model "numpy": a float division by zero gives inf or NaN, as in NumPy, instead of a
 check that raises ZeroDivisionError. That check keeps LLVM from vectorising any loop that

@@ -11,11 +11,15 @@ in under one), it needs contiguous or freshly copied transposes, and it cannot a
 The BLAS routines are reached through symbols registered with LLVM at import, not through
 addresses baked into the code, so kernels that call them still go into the on-disk cache.
 BLAS threads are the caller's business (see ``neurons/_threads.py``).
+
+Under ``NUMBA_DISABLE_JIT`` the kernels run as Python, where the BLAS cannot be called this way:
+``gemm`` is then NumPy's product, with the same checks. As in BLAS, ``beta = 0`` means ``c`` is
+not read (it may hold NaN or garbage, as ``np.empty`` gives).
 """
 import llvmlite.binding as ll
 import numpy as np
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import get_cython_function_address, intrinsic
 
 from ._config import jit
@@ -49,13 +53,20 @@ def _ld(a):
 
 
 @jit
-def gemm(ta, tb, alpha, a, b, beta, c):
-    """``c = alpha · op(a) @ op(b) + beta · c`` (see the module docstring); shapes must agree."""
+def _dims(ta, tb, a, b, c):
+    """``(m, n, k)`` of ``c (m, n) = op(a) (m, k) @ op(b) (k, n)``; raises unless they agree."""
     m, n = c.shape
     k = a.shape[0] if ta else a.shape[1]
     if (a.shape[1] if ta else a.shape[0]) != m or (b.shape[0] if tb else b.shape[1]) != n \
             or (b.shape[1] if tb else b.shape[0]) != k or a.itemsize != c.itemsize or b.itemsize != c.itemsize:
         raise ValueError("gemm: operands do not match")
+    return m, n, k
+
+
+@jit
+def gemm(ta, tb, alpha, a, b, beta, c):
+    """``c = alpha · op(a) @ op(b) + beta · c`` (see the module docstring); shapes must agree."""
+    m, n, k = _dims(ta, tb, a, b, c)
     if m == 0 or n == 0:
         return
     # row-major c is column-major c^T = op(b)^T op(a)^T: swap the operands, keep the flags
@@ -67,3 +78,16 @@ def gemm(ta, tb, alpha, a, b, beta, c):
         _sgemm(*args)
     else:
         _dgemm(*args)
+
+
+def _gemm_numpy(ta, tb, alpha, a, b, beta, c):
+    """``gemm`` in NumPy: what ``gemm`` is under ``NUMBA_DISABLE_JIT``."""
+    _dims(ta, tb, a, b, c)
+    for x in (a, b, c):
+        _ld(x)                                      # rows must be contiguous, as for BLAS
+    p = (a.T if ta else a) @ (b.T if tb else b) * c.dtype.type(alpha)
+    c[...] = p if beta == 0 else p + c * c.dtype.type(beta)
+
+
+if config.DISABLE_JIT:
+    gemm = _gemm_numpy      # noqa: F811
