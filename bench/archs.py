@@ -2,7 +2,7 @@
 import neurons
 from neurons.layers import Convolution
 
-NAMES = ("quickstart", "tiny3conv", "mlp", "lenet", "loop", "feedback")
+NAMES = ("quickstart", "tiny3conv", "mlp", "lenet", "loop", "feedback", "bncnn", "lstm")
 
 
 def neurons_net(name, dtype="float32"):
@@ -10,6 +10,9 @@ def neurons_net(name, dtype="float32"):
     if name == "quickstart":
         n = n.convolution(5, 3, padding=1, activation="relu").maxpool(2).dense(100, "relu", bias=False)
         n = n.dense(10, "softmax", bias=False)
+    elif name == "bncnn":         # the quickstart CNN with batch normalization after the conv and the dense
+        n = n.convolution(5, 3, padding=1, activation="relu").batchnorm().maxpool(2).dense(100, "relu", bias=False)
+        n = n.batchnorm().dense(10, "softmax", bias=False)
     elif name == "tiny3conv":
         for _ in range(3):
             n = n.convolution(1, 3, padding=1, activation="relu")
@@ -29,6 +32,8 @@ def neurons_net(name, dtype="float32"):
         n = (n.convolution(8, 3, padding=1, activation="relu").maxpool(2)
              .feedback([Convolution(8, 3, padding=1, activation="relu")], loops=2).maxpool(2)
              .dense(10, "softmax"))
+    elif name == "lstm":          # sequential MNIST: 28 rows of 28 pixels, the images as (N, 28, 28)
+        n = neurons.Network((28, 28), dtype).recurrent(128, "lstm").dense(10, "softmax")
     else:
         raise ValueError(name)
     return n.set_optimizer(neurons.optimizers.SGD(lr=0.01)).set_objective("cross_entropy")
@@ -58,9 +63,23 @@ def torch_net(name):
             h = torch.stack(ys).mean(0) if self.mean else h
             return self.out(torch.max_pool2d(h, 2).flatten(1))
 
+    class Sequential(nn.Module):
+        """LSTM 128 over the rows of (N, 28, 28) images, its last step -> dense 10."""
+
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.out = nn.LSTM(28, 128, batch_first=True), nn.Linear(128, 10)
+
+        def forward(self, x):
+            return self.out(self.lstm(x)[0][:, -1])
+
     if name == "quickstart":
         return nn.Sequential(conv(1, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(980, 100, bias=False),
                              nn.ReLU(), nn.Linear(100, 10, bias=False))
+    if name == "bncnn":
+        return nn.Sequential(conv(1, 5), nn.ReLU(), nn.BatchNorm2d(5), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.Linear(980, 100, bias=False), nn.ReLU(), nn.BatchNorm1d(100),
+                             nn.Linear(100, 10, bias=False))
     if name == "tiny3conv":
         return nn.Sequential(conv(1, 1), nn.ReLU(), conv(1, 1), nn.ReLU(), conv(1, 1), nn.ReLU(), nn.MaxPool2d(2),
                              nn.Flatten(), nn.Linear(196, 10))
@@ -74,6 +93,8 @@ def torch_net(name):
         return Loop(3, True)
     if name == "feedback":
         return Loop(2, False)
+    if name == "lstm":
+        return Sequential()
     raise ValueError(name)
 
 
@@ -88,7 +109,14 @@ def train_flops(name, batch):
         lay = net.layers[op.layer] if op.sub < 0 else net.layers[op.layer].layers[op.sub]
         shapes = net.shapes[op.layer] if op.sub < 0 else net.layers[op.layer].inside(net.shapes[op.layer][0])[op.sub]
         (i_s, o_s) = shapes
-        if lay.kind == "dense":
+        if lay.kind == "recurrent":
+            # per step: x_t and h_{t-1} through G·units rows, both once more for the weights'
+            # gradients and for (dx, dh); a first layer skips dx but still needs dh
+            steps, rows = i_s[0], lay.gates * lay.units
+            macs = steps * rows * (i_s[1] + lay.units)
+            if first:
+                total += 2 * steps * rows * lay.units
+        elif lay.kind == "dense":
             macs = i_s[0] * o_s[0]
         elif lay.kind == "convolution":
             macs = o_s[0] * o_s[1] * o_s[2] * i_s[0] * lay.kernel[0] * lay.kernel[1]

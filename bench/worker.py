@@ -16,6 +16,12 @@ def load(data):
     return x, y, xt, yt
 
 
+def _rows(images):
+    """(N, 1, 28, 28) images as sequences of their rows, (N, 28, 28), for the lstm."""
+    from neurons.datasets import as_sequences
+    return as_sequences(images)
+
+
 def run_neurons(args, x, y, xt):
     import numpy as np
     from bench.archs import neurons_net
@@ -24,34 +30,37 @@ def run_neurons(args, x, y, xt):
     net = neurons_net(args.arch)
     if args.arch == "mlp":
         x, xt = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
+    elif args.arch == "lstm":
+        x, xt = _rows(x), _rows(xt)
     yy = net.check_y(y, len(y))
     x = net.check_x(x)
     params = net.init(0)
     opt = net.optimizer
     state = opt.init(params)
+    stats = net.init_state()            # running statistics (batch normalization), carried as learn does
     b = args.batch
 
-    def epoch(params, state, steps=None):
+    def epoch(params, state, stats, steps=None):
         order = np.random.default_rng(0).permutation(len(x))
         for step, start in enumerate(range(0, len(x), b)):
             if steps is not None and step >= steps:
                 break
             idx = order[start:start + b]
-            loss, grads = net._loss_and_grad(params, x[idx], yy[idx], True, _step_seed(0, 0, step))
+            loss, grads, stats = net._loss_grad_state(params, x[idx], yy[idx], True, _step_seed(0, 0, step), stats)
             params, state = opt.update(grads, state, params)
-        return params, state
+        return params, state, stats
 
     with running():
         t0 = time.perf_counter()
-        params, state = epoch(params, state, steps=1)
+        params, state, stats = epoch(params, state, stats, steps=1)
         first = time.perf_counter() - t0
-        params, state = epoch(params, state, steps=20)
+        params, state, stats = epoch(params, state, stats, steps=20)
         t0 = time.perf_counter()
-        params, state = epoch(params, state)
+        params, state, stats = epoch(params, state, stats)
         train = time.perf_counter() - t0
-        net.predict(params, xt[:256])
+        net.predict(params, xt[:256], state=stats)
         t0 = time.perf_counter()
-        net.predict(params, xt, batch=1000)
+        net.predict(params, xt, batch=1000, state=stats)
         infer = time.perf_counter() - t0
     return first, train, infer
 
@@ -62,6 +71,8 @@ def run_torch(args, x, y, xt):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = torch_net(args.arch)
+    if args.arch == "lstm":
+        x, xt = _rows(x), _rows(xt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     X, Y, XT = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xt)
     b = args.batch
@@ -84,6 +95,7 @@ def run_torch(args, x, y, xt):
     t0 = time.perf_counter()
     epoch()
     train = time.perf_counter() - t0
+    model.eval()                        # inference: batch normalization's running statistics
     with torch.no_grad():
         model(XT[:256])
         t0 = time.perf_counter()

@@ -98,7 +98,7 @@ def study(networks, data, runs=3, epochs=5, batch=32, seed=0, patience=None, log
             loss, acc = trained.evaluate(xt, yt)
             probed = {}
             for pname, pnet in probes(net).items():
-                ploss, pacc = pnet.evaluate(trained.params, xt, yt)
+                ploss, pacc = pnet.evaluate(trained.params, xt, yt, state=trained.state)
                 probed[pname] = {"loss": ploss, "accuracy": pacc}
             entry = {"run": run, "seed": seed + run, "history": trained.history.as_dict(),
                      "test_loss": loss, "test_accuracy": acc, "probes": probed,

@@ -414,6 +414,19 @@ def synthetic_ftir(n=1400, seed=0):
 
 # ----------------------------------------------------------------------------- helpers
 
+def as_sequences(images):
+    """Images ``(N, C, H, W)`` (or ``(N, H, W)``) as sequences ``(N, H, C·W)``: read row by row, one
+    row of every channel per step (MNIST's ``(N, 1, 28, 28)`` becomes ``(N, 28, 28)``), for a
+    network with input shape ``(H, C·W)`` and a recurrent layer first."""
+    x = np.asarray(images)
+    if x.ndim == 3:
+        return x
+    if x.ndim != 4:
+        raise ValueError(f"images must be (N, C, H, W) or (N, H, W), got shape {x.shape}")
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.transpose(0, 2, 1, 3)).reshape(n, h, c * w)
+
+
 def one_hot(labels, classes=None, dtype=np.float32):
     """``(N, classes)`` rows with a 1 at each label."""
     labels = np.asarray(labels)

@@ -38,6 +38,9 @@ def describe(net):
     clip = f", gradient clip {net.clip}" if net.clip else ""
     lines.append(f"  objective: {net.objective}{clip}")
     lines.append(f"  parameters: {net.parameters:,}")
+    stats = _count(net._state_shapes)
+    if stats:
+        lines.append(f"  running statistics: {stats:,} (batch normalization's mean and variance, not trained)")
     return "\n".join(lines)
 
 

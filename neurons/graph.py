@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .kernels.dropout import GAMMA, M1, splitmix64
+
 SKIP_MODES = ("add", "subtract", "multiply", "overwrite", "mean")
 LOOP_MODES = ("mean", "add", "subtract", "multiply", "overwrite")
 
@@ -161,11 +163,9 @@ def accumulate_backward(mode, values, g):
 # ----------------------------------------------------------------------------- execution
 
 def _mix(seed, k):
-    """A 63-bit seed for op ``k`` from a step seed (splitmix64)."""
-    z = (int(seed) * 0x9E3779B97F4A7C15 + (k + 1) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return (z ^ (z >> 31)) >> 1
+    """A 63-bit seed for op ``k`` from a step seed: splitmix64 of ``seed·γ + (k + 1)·M1`` (mod 2^64)."""
+    z = (int(seed) * int(GAMMA) + (k + 1) * int(M1)) & 0xFFFFFFFFFFFFFFFF
+    return int(splitmix64(np.uint64(z))) >> 1
 
 
 def _spec(layers, op):
@@ -184,10 +184,14 @@ def _in_shape(shapes, layers, op):
     return layers[op.layer].inside(shapes[op.layer][0])[op.sub][0]
 
 
-def run_forward(program, layers, shapes, params, x, train=False, seed=0, activate_last=True):
+def run_forward(program, layers, shapes, params, x, train=False, seed=0, activate_last=True, running=None):
     """Run the program; returns ``(output, values, caches)``.
 
     ``activate_last=False`` leaves the final layer's activation out (for a fused loss).
+    ``running``: a dict ``(layer, sub) -> state`` for the layers with running state (batch
+    normalization). Each application of such a layer reads its entry and puts back the state it
+    hands on (in training the updated one), so a layer applied several times (a loop, a feedback
+    block) updates its one state once per pass, in order. The dict's arrays are never written to.
     """
     n = x.shape[0]
     values = [None] * program.slots
@@ -199,7 +203,12 @@ def run_forward(program, layers, shapes, params, x, train=False, seed=0, activat
             spec = _spec(layers, op)
             xin = values[op.src].reshape((n,) + _in_shape(shapes, layers, op))
             activate = activate_last or k != last
-            values[op.dst], caches[k] = spec.forward(_param(params, op), xin, train, _mix(seed, k), activate)
+            if running is not None and (op.layer, op.sub) in running:
+                key = (op.layer, op.sub)
+                values[op.dst], caches[k], running[key] = spec.forward_state(_param(params, op), running[key],
+                                                                             xin, train)
+            else:
+                values[op.dst], caches[k] = spec.forward(_param(params, op), xin, train, _mix(seed, k), activate)
         else:
             shape = (n,) + op.shape
             values[op.dst] = accumulate(op.mode, [values[s].reshape(shape) for s in op.srcs])

@@ -2,9 +2,11 @@
 
 The format is safetensors (any safetensors reader opens the files): tensors named by their place
 in the params tuple, ``params/<layer>/<i>`` (a feedback block nests: ``params/<layer>/<j>/<i>``),
-the optimizer's state ``optimizer/<field>/<layer>/<i>``, and in a checkpoint the best epoch's
-params ``best/<layer>/<i>``; the ``__metadata__`` holds JSON texts: ``format``, ``network`` (the
-architecture by layer and activation names, and the optimizer with its schedule), ``history``,
+the running statistics of batch normalization ``state/<layer>/<i>`` (named as params), the
+optimizer's state ``optimizer/<field>/<layer>/<i>``, and in a checkpoint the best epoch's params
+and running statistics ``best/<layer>/<i>`` and ``best_state/<layer>/<i>``; the ``__metadata__``
+holds JSON texts: ``format``, ``network`` (the architecture by layer and activation names, and
+the optimizer with its schedule), ``history``,
 ``optimizer_state`` (the step count), ``crc32`` (a checksum of each tensor, which safetensors
 does not keep) and, in a checkpoint, ``run`` (the position in the run and its settings). Files are written atomically: a temporary file in the same folder, flushed to
 disk, then renamed over the target, so a crash leaves the old file or the new one.
@@ -50,7 +52,8 @@ def _spec_config(spec):
     return out
 
 
-_KINDS = {"dense": L.Dense, "convolution": L.Convolution, "deconvolution": L.Deconvolution, "maxpool": L.Maxpool}
+_KINDS = {"dense": L.Dense, "convolution": L.Convolution, "deconvolution": L.Deconvolution, "maxpool": L.Maxpool,
+          "batchnorm": L.BatchNorm, "recurrent": L.Recurrent}
 _NETWORK_KEYS = ("input_shape", "dtype", "layers", "skips", "loops", "accumulation", "optimizer", "objective",
                  "clip")
 _repr = reprlib.Repr()
@@ -130,18 +133,22 @@ def network_from_config(cfg):
     return net.set_objective(cfg["objective"], clip)
 
 
-def save(path, network, params, history=None, optimizer_state=None):
-    """Write ``network``, ``params`` and, if given, a ``History`` and the optimizer's state to
-    ``path``: a ``.safetensors`` file (an ``.npz`` file, without the optimizer's state, when the
-    path ends in ``.npz``)."""
+def save(path, network, params, history=None, optimizer_state=None, state=None):
+    """Write ``network``, ``params``, the running ``state`` (None: ``network.init_state()``) and,
+    if given, a ``History`` and the optimizer's state to ``path``: a ``.safetensors`` file (an
+    ``.npz`` file, without the optimizer's state, when the path ends in ``.npz``)."""
     network.check_params(params)
+    if state is None:
+        state = network.init_state()
+    network.check_state(state)
     if os.fspath(path).endswith(".npz"):
-        return _save_npz(path, network, params, history)
-    _write(path, network, history, {"params": params}, optimizer_state)
+        return _save_npz(path, network, params, history, state)
+    _write(path, network, history, {"params": params, "state": state}, optimizer_state)
 
 
-def _save_npz(path, network, params, history):
+def _save_npz(path, network, params, history, state):
     arrays = dict(_tree.named(params, "params"))
+    arrays.update(_tree.named(state, "state"))
     blob = json.dumps(_config(NPZ_FORMAT, network, history)).encode()
     arrays["config.json"] = np.frombuffer(blob, np.uint8)
     with open(path, "wb") as fh:
@@ -213,15 +220,17 @@ def load(path):
     with _guard(path):
         if _is_zip(path):
             with open(path, "rb") as fh:
-                return Trained(*_read(fh, os.fstat(fh.fileno()).st_size))
+                net, params, history, state = _read(fh, os.fstat(fh.fileno()).st_size)
+                return Trained(net, params, history, state=state)
         with _Stored(path) as f:
-            return Trained(f.network, f.arrays("params"), f.history, f.optimizer_state(f.arrays("params")))
+            params = f.arrays("params")
+            return Trained(f.network, params, f.history, f.optimizer_state(params), f.state("state"))
 
 
 def load_checkpoint(path):
     """``(trained, run, best)`` from a checkpoint ``learn`` wrote: the ``Trained`` (with the
-    optimizer's state), the run's position and settings (a dict), and the best epoch's params
-    (None without validation)."""
+    optimizer's state and the running state), the run's position and settings (a dict), and the
+    best epoch's ``(params, state)`` (None without validation)."""
     from .training import Trained
     with _guard(path):
         if _is_zip(path):
@@ -231,8 +240,8 @@ def load_checkpoint(path):
             if not isinstance(run, dict):
                 raise _Corrupt("not a checkpoint (it has no run metadata; was it written by save?)")
             params = f.arrays("params")
-            best = f.arrays("best") if run.get("best") else None
-            return Trained(f.network, params, f.history, f.optimizer_state(params)), run, best
+            best = (f.arrays("best"), f.state("best_state")) if run.get("best") else None
+            return Trained(f.network, params, f.history, f.optimizer_state(params), f.state("state")), run, best
 
 
 @contextlib.contextmanager
@@ -293,6 +302,15 @@ class _Stored:
         template = self.network._param_shapes if template is None else template
         return _tree.rebuild(template, [self.array(name, a.shape) for name, a in _tree.named(template, prefix)])
 
+    def state(self, prefix):
+        """The running state stored under ``prefix`` (a network without one reads nothing)."""
+        state = self.arrays(prefix, self.network._state_shapes)
+        try:
+            self.network.check_state(state)
+        except (ValueError, TypeError) as e:
+            raise _Corrupt(f"its running state {prefix} is invalid: {e}") from None
+        return state
+
     def array(self, name, shape):
         if name not in self._names:
             raise _Corrupt(f"the array {name} is missing")
@@ -337,7 +355,7 @@ _ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float64): "F64"}
 
 
 def _read(fh, size):
-    """``(network, params, history)`` from the open file ``fh`` of ``size`` bytes."""
+    """``(network, params, history, state)`` from the open file ``fh`` of ``size`` bytes."""
     try:
         zf = zipfile.ZipFile(fh)
     except _ZIP_ERRORS as e:
@@ -348,7 +366,9 @@ def _read(fh, size):
         net, history = _from_cfg(_json(_array(zf, size, "config.json", np.dtype(np.uint8)).tobytes()), NPZ_FORMAT)
         shapes = net._param_shapes
         params = [_array(zf, size, name, np.dtype(net.dtype), a.shape) for name, a in _tree.named(shapes, "params")]
-        return net, _tree.rebuild(shapes, params), history
+        shapes_state = net._state_shapes
+        state = [_array(zf, size, name, np.dtype(net.dtype), a.shape) for name, a in _tree.named(shapes_state, "state")]
+        return net, _tree.rebuild(shapes, params), history, _tree.rebuild(shapes_state, state)
 
 
 def _json(raw):

@@ -16,11 +16,13 @@ import numpy as np
 from ._tree import empty
 from .activations import Activation, activation as _activation
 from .kernels import activations as kact
+from .kernels import batchnorm as kbn
 from .kernels import conv as kconv
 from .kernels import deconv as kdeconv
 from .kernels import maxpool as kpool
 from .kernels import dense as kdense
 from .kernels import dropout as kdrop
+from .kernels import recurrent as krec
 
 def _pair(value, name, minimum):
     """``(a, b)`` from an int or a pair of ints, each ``>= minimum``."""
@@ -50,6 +52,10 @@ def square(shape, what):
     """Image shape ``(C, H, W)`` for what enters an image layer; dense ``(F,)`` becomes ``(1, √F, √F)``."""
     if len(shape) == 3:
         return tuple(shape)
+    if len(shape) == 2:
+        raise ValueError(
+            f"{what} needs an image (channels, height, width), and {tuple(shape)} is a sequence (steps, "
+            f"features): image layers do not take sequences (a dense layer first flattens it)")
     f = int(np.prod(shape))
     r = math.isqrt(f)
     if r * r != f:
@@ -325,6 +331,105 @@ class Maxpool:
         return f"Maxpool(kernel {_fmt(self.kernel)}, stride {_fmt(self.stride)})"
 
 
+@dataclass(frozen=True)
+class BatchNorm:
+    """Batch normalization, as ``torch.nn.BatchNorm1d`` (after a dense layer: each feature over
+    the batch) and ``BatchNorm2d`` (after an image layer: each channel over ``(N, H, W)``):
+    ``y = (x - mean) / sqrt(var + eps) · gamma + beta``.
+
+    Params ``(gamma, beta)``, each ``(C,)``, initialised 1 and 0. Running state
+    ``(running_mean, running_var)``, each ``(C,)``, initialised 0 and 1. Training normalises with
+    the batch's mean and biased variance and updates the state to
+    ``(1 - momentum)·old + momentum·batch`` (the unbiased variance, ``m/(m-1)`` times the biased,
+    over the ``m`` values of a channel); inference normalises with the running state. A layer
+    applied several times in one pass (in a feedback block or a loop) updates its one state
+    once per application, in order, as one PyTorch module called that many times does.
+    """
+    momentum: float = 0.1
+    eps: float = 1e-5
+
+    kind = "batchnorm"
+    activation = None
+    dropout = None
+    bias = False
+
+    def __post_init__(self):
+        for name in ("momentum", "eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not np.isfinite(v):
+                raise TypeError(f"{name} must be a finite number, not {v!r}")
+            object.__setattr__(self, name, float(v))
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {self.momentum}")
+        if not self.eps > 0.0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
+
+    def shapes(self, prev):
+        if len(prev) not in (1, 3):
+            raise ValueError(f"batchnorm takes dense (features,) or image (channels, height, width) input, "
+                             f"not {tuple(prev)}")
+        return tuple(prev), tuple(prev)
+
+    def param_shapes(self, in_shape):
+        return ((in_shape[0],), (in_shape[0],))
+
+    def state_shapes(self, in_shape):
+        return ((in_shape[0],), (in_shape[0],))
+
+    def init(self, in_shape, rng, dtype):
+        return np.ones(in_shape[0], dtype), np.zeros(in_shape[0], dtype)
+
+    def init_state(self, in_shape, dtype):
+        return np.zeros(in_shape[0], dtype), np.ones(in_shape[0], dtype)
+
+    def values(self, in_shape):
+        """How many values each channel is normalised over, per sample."""
+        return int(np.prod(in_shape[1:], dtype=np.int64))
+
+    def forward(self, params, x, train=False, seed=0, activate=True):
+        """With the initial running state (0 and 1); ``forward_state`` is the pass the network runs."""
+        return self.forward_state(params, self.init_state(x.shape[1:], x.dtype), x, train)[:2]
+
+    def forward_state(self, params, state, x, train):
+        """``(y, cache, new_state)``: the state is updated in training, handed back as is otherwise."""
+        n, c = x.shape[0], x.shape[1]
+        x3 = np.ascontiguousarray(x).reshape(n, c, -1)
+        gamma, beta = params
+        if train:
+            if n * x3.shape[2] < 2:
+                raise ValueError(f"batchnorm in training needs more than one value per channel, got "
+                                 f"{n * x3.shape[2]} (a batch of {n} of shape {x.shape[1:]})")
+            # the kernel updates the state too (a value float32 cannot hold becomes inf, which
+            # ``learn`` stops at)
+            y, mean, var, *state = kbn.batchnorm_forward_train(x3, gamma, beta, self.eps, self.momentum, *state)
+            state = tuple(state)
+        else:
+            mean, var = state[0].astype(np.float64), state[1].astype(np.float64)
+            y = kbn.batchnorm_forward_eval(x3, gamma, beta, mean, var, self.eps)
+        return y.reshape(x.shape), (x3, mean, var, train), state
+
+    def backward(self, params, cache, dy, need_dx=True, activate=True):
+        x3, mean, var, train = cache
+        dx, dgamma, dbeta = kbn.batchnorm_backward(np.ascontiguousarray(dy).reshape(x3.shape), x3, params[0],
+                                                   mean, var, self.eps, train, need_dx)
+        return (dx.reshape(dy.shape) if need_dx else None), (dgamma, dbeta)
+
+    def describe(self):
+        return f"BatchNorm(momentum {self.momentum:g}, eps {self.eps:g})"
+
+
+def init_state(spec, in_shape, dtype):
+    """The running state of layer ``spec`` for its input shape: ``()`` for a layer without one."""
+    make = getattr(spec, "init_state", None)
+    return make(in_shape, dtype) if make is not None else ()
+
+
+def state_shapes(spec, in_shape):
+    """The shapes of ``init_state(spec, in_shape, ...)``."""
+    shapes = getattr(spec, "state_shapes", None)
+    return shapes(in_shape) if shapes is not None else ()
+
+
 BLOCK_MODES = ("add", "subtract", "multiply", "mean")
 
 
@@ -355,10 +460,10 @@ class Feedback:
         for lay in layers:
             if isinstance(lay, Feedback):
                 raise ValueError("feedback blocks cannot be nested: a block's layers must be "
-                                 "Dense, Convolution, Deconvolution or Maxpool")
-            if not isinstance(lay, (Dense, Convolution, Deconvolution, Maxpool)):
+                                 "Dense, Convolution, Deconvolution, Maxpool, BatchNorm or Recurrent")
+            if not isinstance(lay, (Dense, Convolution, Deconvolution, Maxpool, BatchNorm, Recurrent)):
                 raise TypeError(f"a feedback block's layers must be neurons.layers.Dense, Convolution, "
-                                f"Deconvolution or Maxpool specs, not {lay!r}")
+                                f"Deconvolution, Maxpool, BatchNorm or Recurrent specs, not {lay!r}")
         object.__setattr__(self, "layers", layers)
         if isinstance(self.loops, bool) or not isinstance(self.loops, (int, np.integer)) or self.loops < 1:
             raise ValueError(f"loops must be an int >= 1, got {self.loops!r}")
@@ -386,6 +491,10 @@ class Feedback:
             raise ValueError(
                 f"a feedback block must give back what it takes: its input is {tuple(prev)} but its "
                 f"last layer gives {cur} ({int(np.prod(prev))} vs {int(np.prod(cur))} elements)")
+        problem = reshape_problem(cur, prev)
+        if problem:
+            raise ValueError(f"a feedback block must give back what it takes: its last layer gives {cur} for its "
+                             f"input {tuple(prev)}: {problem}")
         return tuple(inside)
 
     def shapes(self, prev):
@@ -398,6 +507,13 @@ class Feedback:
     def init(self, in_shape, rng, dtype):
         return tuple(lay.init(s[0], rng, dtype) for lay, s in zip(self.layers, self.inside(in_shape)))
 
+    def state_shapes(self, in_shape):
+        """One running-state entry per layer of the block, once (as the params), whatever ``loops``."""
+        return tuple(state_shapes(lay, s[0]) for lay, s in zip(self.layers, self.inside(in_shape)))
+
+    def init_state(self, in_shape, dtype):
+        return tuple(init_state(lay, s[0], dtype) for lay, s in zip(self.layers, self.inside(in_shape)))
+
     def describe(self):
         opts = [f"loops {self.loops}", f"accumulation {self.accumulation}"]
         if self.inskips:
@@ -407,6 +523,100 @@ class Feedback:
         if self.coupling != "sum":
             opts.append(f"coupling {self.coupling}")
         return f"Feedback({', '.join(opts)})"
+
+
+CELLS = {"rnn": krec.RNN, "lstm": krec.LSTM, "gru": krec.GRU}
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    """A recurrent layer over sequences ``(N, T, F)``, as ``torch.nn.RNN`` (tanh), ``LSTM`` or
+    ``GRU`` with one layer, ``batch_first=True`` and a zero initial state (equations in
+    ``neurons/kernels/recurrent.py``).
+
+    Params ``(W_ih, W_hh)`` or ``(W_ih, W_hh, b_ih, b_hh)``: W_ih ``(G·units, F)``, W_hh
+    ``(G·units, units)``, biases ``(G·units,)``, with G = 1 (rnn), 4 (lstm: gates i, f, g, o) or 3
+    (gru: r, z, n), all uniform in ``(-1/√units, 1/√units)`` as PyTorch's. Output
+    ``(T, units)`` per sample with ``return_sequences``, else the last step's ``(units,)``.
+    """
+    units: int
+    cell: str = "lstm"
+    return_sequences: bool = False
+    bias: bool = True
+
+    kind = "recurrent"
+    activation = None
+    dropout = None
+
+    def __post_init__(self):
+        if isinstance(self.units, bool) or not isinstance(self.units, (int, np.integer)):
+            raise TypeError(f"units must be an int, not {self.units!r}")
+        if self.units < 1:
+            raise ValueError(f"units must be >= 1, got {self.units}")
+        object.__setattr__(self, "units", int(self.units))
+        if not isinstance(self.cell, str):
+            raise TypeError(f"cell must be 'rnn', 'lstm' or 'gru', not {self.cell!r}")
+        cell = self.cell.lower()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(map(repr, CELLS))}, got {self.cell!r}")
+        object.__setattr__(self, "cell", cell)
+        object.__setattr__(self, "return_sequences", bool(self.return_sequences))
+        object.__setattr__(self, "bias", bool(self.bias))
+
+    @property
+    def gates(self):
+        return krec.GATES[CELLS[self.cell]]
+
+    def shapes(self, prev):
+        if len(prev) != 2:
+            kind = "an image" if len(prev) == 3 else "a flat vector"
+            raise ValueError(f"a recurrent layer needs a sequence (steps, features), and {tuple(prev)} is {kind}; "
+                             f"give the network input_shape (steps, features) and x of shape (N, steps, features)")
+        steps = prev[0]
+        return tuple(prev), ((steps, self.units) if self.return_sequences else (self.units,))
+
+    def param_shapes(self, in_shape):
+        rows = self.gates * self.units
+        w = ((rows, in_shape[1]), (rows, self.units))
+        return w + ((rows,), (rows,)) if self.bias else w
+
+    def init(self, in_shape, rng, dtype):
+        a = 1.0 / math.sqrt(self.units)
+        return tuple(rng.uniform(-a, a, size=s).astype(dtype) for s in self.param_shapes(in_shape))
+
+    def _biases(self, params, dtype):
+        return (params[2], params[3]) if self.bias else (empty(dtype), empty(dtype))
+
+    def forward(self, params, x, train=False, seed=0, activate=True):
+        b_ih, b_hh = self._biases(params, x.dtype)
+        return krec.recurrent_forward(x, params[0], params[1], b_ih, b_hh, CELLS[self.cell], self.return_sequences)
+
+    def backward(self, params, cache, dy, need_dx=True, activate=True):
+        dx, dw_ih, dw_hh, db_ih, db_hh = krec.recurrent_backward(dy, cache, params[0], params[1],
+                                                                 CELLS[self.cell], need_dx, self.bias)
+        return dx, ((dw_ih, dw_hh, db_ih, db_hh) if self.bias else (dw_ih, dw_hh))
+
+    def describe(self):
+        out = "sequence" if self.return_sequences else "last step"
+        return f"Recurrent({self.units}, {self.cell}, {out}, {'bias' if self.bias else 'no bias'})"
+
+
+def reshape_problem(src, dst):
+    """Why a value of per-sample shape ``src`` cannot take the place of one shaped ``dst`` (a
+    skip's source, a loop's output fed back, a block's output), or None when it can.
+
+    The element counts must agree (the value is then reshaped row-major). A sequence (steps,
+    features) goes only where the same sequence shape or a flat vector of its size is taken (a
+    dense layer flattens a sequence row-major, so flat and sequence read the same order), never
+    where another sequence shape or an image is: that would cut its steps apart."""
+    src, dst = tuple(src), tuple(dst)
+    if int(np.prod(src)) != int(np.prod(dst)):
+        return f"{src} has {int(np.prod(src))} elements and {dst} has {int(np.prod(dst))}"
+    if src != dst and (len(src) == 2 or len(dst) == 2) and 1 not in (len(src), len(dst)):
+        what = "another sequence" if len(src) == len(dst) else "an image"
+        return (f"{src} and {dst} hold as many elements, but one is a sequence (steps, features) and the other "
+                f"{what}: a sequence only meets the same sequence shape or a flat vector")
+    return None
 
 
 def _fmt(pair):

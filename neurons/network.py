@@ -12,7 +12,9 @@ import numpy as np
 from . import _checks, _tree, graph
 from ._threads import running
 from .activations import Activation
-from .layers import Convolution, Deconvolution, Dense, Feedback, Maxpool
+from .layers import BatchNorm, Convolution, Deconvolution, Dense, Feedback, Maxpool
+from .layers import init_state as _init_state, state_shapes as _state_shapes
+from .layers import Recurrent, reshape_problem as _reshape_problem
 from .objectives import Objective, objective as _objective
 from .kernels import objectives as kobj
 
@@ -78,10 +80,10 @@ class Network:
         shape = self.input_shape
         if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
             shape = (int(shape),)
-        if (not isinstance(shape, (tuple, list)) or len(shape) not in (1, 3)
+        if (not isinstance(shape, (tuple, list)) or len(shape) not in (1, 2, 3)
                 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in shape)):
-            raise ValueError(f"input_shape must be (features,) or (channels, height, width) of positive ints, "
-                             f"got {self.input_shape!r}")
+            raise ValueError(f"input_shape must be (features,), (steps, features) or (channels, height, width) of "
+                             f"positive ints, got {self.input_shape!r}")
         object.__setattr__(self, "input_shape", tuple(int(s) for s in shape))
         try:
             dt = np.dtype(self.dtype)
@@ -124,6 +126,17 @@ class Network:
         """Add max-pooling."""
         return self._add(Maxpool(kernel, stride))
 
+    def batchnorm(self, momentum=0.1, eps=1e-5):
+        """Add batch normalization: each feature of dense input, each channel of an image, over the
+        batch (``neurons.layers.BatchNorm``; its running statistics live in ``init_state()``)."""
+        return self._add(BatchNorm(momentum, eps))
+
+    def recurrent(self, units, cell="lstm", return_sequences=False, bias=True):
+        """Add a recurrent layer (``"rnn"``, ``"lstm"`` or ``"gru"``, as PyTorch's) over sequence input
+        ``(steps, features)``; it gives every step's output ``(steps, units)`` with
+        ``return_sequences``, else the last step's ``(units,)``."""
+        return self._add(Recurrent(units, cell, return_sequences, bias))
+
     def feedback(self, layers, loops, inskips=False, outskips=False, accumulation="mean", coupling="sum"):
         """Add a weight-tied feedback block of ``neurons.layers`` specs, applied ``loops`` times."""
         return self._add(Feedback(layers, loops, inskips, outskips, accumulation, coupling))
@@ -150,6 +163,10 @@ class Network:
             raise ValueError(f"connect(infrom={infrom}, into={into}): the input of layer {infrom} has shape {a} "
                              f"({int(np.prod(a))} elements) but the input of layer {into} has shape {b} "
                              f"({int(np.prod(b))} elements)")
+        problem = _reshape_problem(a, b)
+        if problem:
+            raise ValueError(f"connect(infrom={infrom}, into={into}): the input of layer {infrom} cannot join the "
+                             f"input of layer {into}: {problem}")
         return replace(self, skips=self.skips + (Skip(infrom, into),))
 
     def loopback(self, outof, into, iterations, scale=None, inskips=False):
@@ -170,6 +187,10 @@ class Network:
         if int(np.prod(a)) != int(np.prod(b)):
             raise ValueError(f"loopback(outof={outof}, into={into}): layer {outof} gives {a} "
                              f"({int(np.prod(a))} elements) but layer {into} takes {b} ({int(np.prod(b))} elements)")
+        problem = _reshape_problem(a, b)
+        if problem:
+            raise ValueError(f"loopback(outof={outof}, into={into}): what layer {outof} gives cannot be fed back "
+                             f"into layer {into}: {problem}")
         if scale is not None and not callable(scale):
             if isinstance(scale, bool) or not isinstance(scale, (int, float, np.floating, np.integer)) \
                     or not np.isfinite(scale):
@@ -209,7 +230,8 @@ class Network:
     def probe(self, skips=False, loops=False, feedback=False):
         """The same network with its skips, loops and/or feedback switched off (``True`` = keep).
 
-        The params of the trained network fit it unchanged: a block runs once, a loop not at all.
+        The params (and running state) of the trained network fit it unchanged: a block runs once,
+        a loop not at all.
         """
         net = self
         if not skips:
@@ -266,6 +288,56 @@ class Network:
         """Zero-strided stand-ins with each param's shape (no memory held, nothing allocated)."""
         return tuple(_shapes_only(lay.param_shapes(shape[0])) for lay, shape in zip(self.layers, self.shapes))
 
+    @cached_property
+    def _state_shapes(self):
+        """Stand-ins shaped like ``init_state()``, as ``_param_shapes``."""
+        return tuple(_shapes_only(_state_shapes(lay, shape[0])) for lay, shape in zip(self.layers, self.shapes))
+
+    @cached_property
+    def _no_state(self):
+        """``init_state()`` of a network without running state (it holds no arrays: shared)."""
+        return self.init_state()
+
+    @cached_property
+    def _state_keys(self):
+        """``{(layer, sub): values per channel and sample}`` for each batch-normalization layer
+        (``sub`` its place in a feedback block, else -1); empty when the network has none."""
+        keys = {}
+        for i, (lay, shape) in enumerate(zip(self.layers, self.shapes)):
+            subs = zip(lay.layers, lay.inside(shape[0])) if lay.kind == "feedback" else ()
+            for j, (sub, (s, _)) in enumerate(subs):
+                if isinstance(sub, BatchNorm):
+                    keys[(i, j)] = sub.values(s)
+            if isinstance(lay, BatchNorm):
+                keys[(i, -1)] = lay.values(shape[0])
+        return keys
+
+    def _stats(self, state):
+        """The ``running`` dict of ``graph.run_forward`` from a state (None: the initial one); None
+        when the network has no running state."""
+        keys = self._state_keys
+        if not keys:
+            return None
+        if state is None:
+            state = self.init_state()
+        return {(i, j): state[i] if j < 0 else state[i][j] for i, j in keys}
+
+    def _restate(self, state, stats):
+        """The state tuple holding the entries of ``stats`` (``state``, or a fresh one, without)."""
+        if stats is None:
+            return self._no_state if state is None else state
+        return tuple(tuple(stats.get((i, j), ()) for j in range(len(lay.layers))) if lay.kind == "feedback"
+                     else stats.get((i, -1), ()) for i, lay in enumerate(self.layers))
+
+    def _check_batch(self, n, what=None):
+        """Refuse a training batch that gives a batch-normalization layer one value per channel."""
+        for (i, j), per in self._state_keys.items():
+            if n * per < 2:
+                where = f"layer {i}" if j < 0 else f"layer {j} of the feedback block at layer {i}"
+                raise ValueError(f"{where} (batchnorm) normalises each channel over the batch in training, and "
+                                 f"{what or f'a batch of {n} sample'} gives it {n * per} value per channel: "
+                                 f"train on batches of 2 or more")
+
     # ------------------------------------------------------------------ functional API
 
     def init(self, seed=0):
@@ -275,28 +347,58 @@ class Network:
         rng = np.random.default_rng(_checks.seed(seed))
         return tuple(lay.init(shape[0], rng, self.dtype) for lay, shape in zip(self.layers, self.shapes))
 
-    def forward(self, params, x, train=False, seed=0):
-        """The network's output for a batch ``x``; ``train=True`` applies dropout (masks from ``seed``)."""
+    def init_state(self):
+        """Fresh running state (SPEC §13): a tuple with one entry per layer, ``()`` or
+        ``(running_mean, running_var)`` for batch normalization (zeros and ones); a feedback block
+        holds its layers' entries once, as in params."""
+        if not self.layers:
+            raise ValueError("the network has no layers; add some with dense(), convolution(), ...")
+        return tuple(_init_state(lay, shape[0], self.dtype) for lay, shape in zip(self.layers, self.shapes))
+
+    def forward(self, params, x, train=False, seed=0, state=None):
+        """The network's output for a batch ``x``; ``train=True`` applies dropout (masks from ``seed``)
+        and normalises with the batch's statistics, ``train=False`` with the running ones in
+        ``state`` (None: ``init_state()``)."""
         self.check_params(params)
         x = self.check_x(x)
         train, seed = _checks.flag(train, "train"), _checks.seed(seed)
+        self._check_state_arg(state)
+        if train:
+            self._check_batch(len(x))
         with running():
-            out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x, train, seed)
+            out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x, train, seed,
+                                          running=self._stats(state))
         return out.reshape((len(x),) + self.output_shape)
 
-    def loss_and_grad(self, params, x, y, train=True, seed=0):
-        """``(loss, grads)``: the batch-mean loss and its exact gradient, shaped like ``params``."""
+    def loss_and_grad(self, params, x, y, train=True, seed=0, state=None, return_state=False):
+        """``(loss, grads)``: the batch-mean loss and its exact gradient, shaped like ``params``.
+
+        ``state``: the running statistics (None: ``init_state()``); with ``return_state=True`` the
+        result is ``(loss, grads, new_state)``, the state after this batch (with ``train=False`` the
+        running statistics are used and the state comes back unchanged). Nothing given is modified.
+        """
         self.check_params(params)
         x = self.check_x(x)
         y = self.check_y(y, len(x))
         train, seed = _checks.flag(train, "train"), _checks.seed(seed)
+        return_state = _checks.flag(return_state, "return_state")
+        self._check_state_arg(state)
+        if train:
+            self._check_batch(len(x))
         with running():
-            return self._loss_and_grad(params, x, y, train, seed)
+            loss, grads, new = self._loss_grad_state(params, x, y, train, seed, state)
+        return (loss, grads, new) if return_state else (loss, grads)
 
-    def _loss_and_grad(self, params, x, y, train, seed):
+    def _loss_and_grad(self, params, x, y, train, seed, state=None):
+        loss, grads, _ = self._loss_grad_state(params, x, y, train, seed, state)
+        return loss, grads
+
+    def _loss_grad_state(self, params, x, y, train, seed, state):
+        """``(loss, grads, new_state)`` for checked arguments (``state`` None: the initial one)."""
         fused = self._fused
+        stats = self._stats(state)
         out, values, caches = graph.run_forward(self.program, self.layers, self.shapes, params, x, train,
-                                                seed, activate_last=not fused)
+                                                seed, activate_last=not fused, running=stats)
         n = len(x)
         out2 = out.reshape(n, -1)
         if fused:
@@ -309,56 +411,63 @@ class Network:
         factors = self._grad_factors
         if any(f != 1.0 for f in factors):
             grads = tuple(_scale_tree(g, f) if f != 1.0 else g for g, f in zip(grads, factors))
-        return float(loss), grads
+        return float(loss), grads, self._restate(state, stats)
 
-    def _outputs_and_loss(self, params, x, y):
-        """Inference outputs and the batch-mean loss (no clipping, no dropout)."""
+    def _outputs_and_loss(self, params, x, y, stats=None):
+        """Inference outputs and the batch-mean loss (no clipping, no dropout; ``stats`` as ``_stats``)."""
         fused = self._fused
         out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x, False, 0,
-                                      activate_last=not fused)
+                                      activate_last=not fused, running=stats)
         out2 = out.reshape(len(x), -1)
         if fused:
             loss, _, p = kobj.softmax_cross_entropy(out2, y)
             return p, float(loss)
         return out2, float(kobj.objective_loss(out2, y, self.objective.value))
 
-    def predict(self, params, x, batch=1000):
-        """Inference outputs for ``x``, computed ``batch`` samples at a time."""
+    def predict(self, params, x, batch=1000, state=None):
+        """Inference outputs for ``x``, computed ``batch`` samples at a time, with the running
+        statistics in ``state`` (None: ``init_state()``)."""
         self.check_params(params)
         x = self.check_x(x)
         batch = _checks.positive_int(batch, "batch")
+        self._check_state_arg(state)
+        stats = self._stats(state)
         outs = []
         with running():
             for i in range(0, len(x), batch):
-                out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x[i:i + batch])
+                out, _, _ = graph.run_forward(self.program, self.layers, self.shapes, params, x[i:i + batch],
+                                              running=stats)
                 outs.append(out.reshape((-1,) + self.output_shape))
         return np.concatenate(outs)
 
-    def evaluate(self, params, x, y, batch=1000, tol=0.5):
-        """``(loss, accuracy)``: accuracy is the arg-max match for several outputs, else ``|p - y| < tol``."""
+    def evaluate(self, params, x, y, batch=1000, tol=0.5, state=None):
+        """``(loss, accuracy)``: accuracy is the arg-max match for several outputs, else ``|p - y| < tol``;
+        ``state`` as in ``predict``."""
         self.check_params(params)
         x = self.check_x(x)
         y = self.check_y(y, len(x))
         batch, tol = _checks.positive_int(batch, "batch"), _checks.positive_number(tol, "tol")
+        self._check_state_arg(state)
         with running():
-            return self._evaluate(params, x, y, batch, tol)
+            return self._evaluate(params, x, y, batch, tol, state)
 
-    def _evaluate(self, params, x, y, batch=1000, tol=0.5):
+    def _evaluate(self, params, x, y, batch=1000, tol=0.5, state=None):
         total, hits = 0.0, 0
+        stats = self._stats(state)
         for i in range(0, len(x), batch):
             xb, yb = x[i:i + batch], y[i:i + batch]
-            p, loss = self._outputs_and_loss(params, xb, yb)
+            p, loss = self._outputs_and_loss(params, xb, yb, stats)
             total += loss * len(xb)
             hits += _hits(p, yb, tol)
         return total / len(x), hits / len(x)
 
     def learn(self, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
-              params=None, tol=0.5, checkpoint=None, checkpoint_every=1, resume=None, progress=None):
-        """Train with minibatches; returns ``Trained`` (params, history). See ``neurons.training.learn``."""
+              params=None, tol=0.5, checkpoint=None, checkpoint_every=1, resume=None, progress=None, state=None):
+        """Train with minibatches; returns ``Trained`` (params, state, history). See ``neurons.training.learn``."""
         from .training import learn
         return learn(self, x, y, validation=validation, batch=batch, epochs=epochs, print_every=print_every,
                      seed=seed, shuffle=shuffle, params=params, tol=tol, checkpoint=checkpoint,
-                     checkpoint_every=checkpoint_every, resume=resume, progress=progress)
+                     checkpoint_every=checkpoint_every, resume=resume, progress=progress, state=state)
 
     # ------------------------------------------------------------------ checks
 
@@ -425,22 +534,40 @@ class Network:
 
     def check_params(self, params):
         """Raise a clear error unless ``params`` fit this network (structure, shapes, dtype, finite)."""
-        want = self._param_shapes
-        if not isinstance(params, tuple) or len(params) != len(want):
-            raise ValueError(f"params must be a tuple of {len(want)} entries (one per layer), "
-                             f"got {type(params).__name__} of length {len(params) if hasattr(params, '__len__') else '?'}")
-        for i, (p, w) in enumerate(zip(params, want)):
+        self._check_tree(params, self._param_shapes, "params")
+
+    def check_state(self, state):
+        """Raise a clear error unless ``state`` fits this network's running state (structure, shapes,
+        dtype, finite, variances >= 0)."""
+        self._check_tree(state, self._state_shapes, "state")
+        for i, j in self._state_keys:
+            var = state[i][1] if j < 0 else state[i][j][1]
+            if (var < 0).any():
+                where = f"state[{i}]" if j < 0 else f"state[{i}][{j}]"
+                raise ValueError(f"{where} holds a negative running variance ({var[np.argmax(var < 0)]}) at index "
+                                 f"{int(np.argmax(var < 0))}")
+
+    def _check_state_arg(self, state):
+        if state is not None:
+            self.check_state(state)
+
+    def _check_tree(self, tree, want, name):
+        """``tree`` (params or state) against the stand-ins ``want``, errors naming ``name``."""
+        if not isinstance(tree, tuple) or len(tree) != len(want):
+            raise ValueError(f"{name} must be a tuple of {len(want)} entries (one per layer), "
+                             f"got {type(tree).__name__} of length {len(tree) if hasattr(tree, '__len__') else '?'}")
+        for i, (p, w) in enumerate(zip(tree, want)):
             flat_p, flat_w = _tree.leaves(p), _tree.leaves(w)
             if len(flat_p) != len(flat_w):
-                raise ValueError(f"params[{i}] has {len(flat_p)} arrays, layer {i} needs {len(flat_w)}")
+                raise ValueError(f"{name}[{i}] has {len(flat_p)} arrays, layer {i} needs {len(flat_w)}")
             for a, b in zip(flat_p, flat_w):
                 if not isinstance(a, np.ndarray) or a.shape != b.shape:
-                    raise ValueError(f"params[{i}]: expected an array of shape {b.shape}, "
+                    raise ValueError(f"{name}[{i}]: expected an array of shape {b.shape}, "
                                      f"got {getattr(a, 'shape', type(a).__name__)}")
                 if a.dtype != self.dtype:
-                    raise TypeError(f"params[{i}] has dtype {a.dtype}; this network is {self.dtype}")
+                    raise TypeError(f"{name}[{i}] has dtype {a.dtype}; this network is {self.dtype}")
                 if not _checks.all_finite(a):
-                    raise ValueError(f"params[{i}] holds a non-finite value ({a[_checks.first_nonfinite(a)]}) "
+                    raise ValueError(f"{name}[{i}] holds a non-finite value ({a[_checks.first_nonfinite(a)]}) "
                                      f"at index {_checks.first_nonfinite(a)} of its array of shape {a.shape}")
 
     def __str__(self):

@@ -70,23 +70,28 @@ class History:
 
 @dataclass
 class Trained:
-    """A network with its trained params and training history."""
+    """A network with its trained params, running state and training history."""
     network: "Network"
     params: tuple
     history: History = field(default_factory=History)
     optimizer_state: tuple | None = None      # the optimizer's state after the last step, when known
+    state: tuple | None = None                # running statistics (batch normalization); None: init_state()
+
+    def __post_init__(self):
+        if self.state is None:
+            self.state = self.network.init_state()
 
     def predict(self, x, batch=1000):
-        return self.network.predict(self.params, x, batch)
+        return self.network.predict(self.params, x, batch, state=self.state)
 
     def evaluate(self, x, y, batch=1000, tol=0.5):
-        return self.network.evaluate(self.params, x, y, batch, tol)
+        return self.network.evaluate(self.params, x, y, batch, tol, state=self.state)
 
     def save(self, path):
         """Write a ``.safetensors`` file (``neurons.load`` reads it back; an ``.npz`` path keeps
         the older format, without the optimizer's state)."""
         from .io import save
-        save(path, self.network, self.params, self.history, self.optimizer_state)
+        save(path, self.network, self.params, self.history, self.optimizer_state, state=self.state)
 
     def plot(self, path=None, title=None):
         from .display import plot_history
@@ -110,12 +115,15 @@ def _validation(net, validation):
 
 
 def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
-          params=None, tol=0.5, out=None, checkpoint=None, checkpoint_every=1, resume=None, progress=None):
+          params=None, tol=0.5, out=None, checkpoint=None, checkpoint_every=1, resume=None, progress=None,
+          state=None):
     """Train ``net`` on ``(x, y)``; returns ``Trained``.
 
     ``validation``: ``(x_val, y_val)`` or ``(x_val, y_val, patience)``. ``params``: start from
-    these instead of ``net.init(seed)``. ``print_every``: print the epoch table every that many
-    epochs (and the last). ``progress``: a bar over each epoch's batches (None: when stderr is a
+    these instead of ``net.init(seed)``; ``state``: from these running statistics instead of
+    ``net.init_state()`` (batch normalization: each step updates them, and they are kept,
+    checkpointed and returned with the params they belong to). ``print_every``: print the epoch
+    table every that many epochs (and the last). ``progress``: a bar over each epoch's batches (None: when stderr is a
     terminal).
 
     ``checkpoint=PATH`` writes a checkpoint every ``checkpoint_every`` epochs, after the last and
@@ -147,18 +155,21 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     out = out or sys.stdout
     opt = net.optimizer
     n = len(x)
+    net._check_batch(n % batch or batch, f"batch={batch} over {n} samples (its last batch)")
     settings = {"seed": seed, "batch": batch, "shuffle": shuffle, "samples": n, "tol": tol,
                 "validation": None if xv is None else len(xv), "patience": patience}
     if checkpoint is not None or resume is not None:
         settings["data"] = _fingerprint(x, y, xv, yv)
-    run = _start(net, params, resume, checkpoint, settings)
+    run = _start(net, params, resume, checkpoint, settings, state)
     params, state, history, best = run.params, run.state, run.history, run.best
+    stats, best_stats = run.stats, run.best_stats           # running statistics, kept with their params
     if run.finished(epochs):
-        return Trained(net, best if xv is not None else params, history, state)
+        return Trained(net, best if xv is not None else params, history, state,
+                       best_stats if xv is not None else stats)
     # ``params`` only ever holds finished steps' params, all finite (each update is checked before
     # it is kept), and ``good`` the last of them whose loss was finite too: what an error or
     # Ctrl-C hands back is always usable
-    good = params
+    good, good_stats = params, stats
     epoch = step = 0
     try:
         if print_every:
@@ -172,17 +183,20 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                 for step, start in enumerate(range(0, n, batch)):
                     idx = order[start:start + batch]
                     xb, yb = (x[idx], y[idx]) if shuffle else (x[start:start + batch], y[start:start + batch])
-                    loss, grads = net._loss_and_grad(params, xb, yb, True, _step_seed(seed, epoch, step))
+                    loss, grads, new_stats = net._loss_grad_state(params, xb, yb, True, _step_seed(seed, epoch, step),
+                                                                  stats)
                     if not np.isfinite(loss):
                         raise TrainingError(f"the loss became {loss} at epoch {epoch + 1}, batch {step + 1}",
-                                            Trained(net, good, history))
-                    good = params
+                                            Trained(net, good, history, state=good_stats))
+                    good, good_stats = params, stats
                     new, state = opt.update(grads, state, params)
                     bad = _nonfinite_leaf(new)
+                    if bad is None and net._state_keys:
+                        bad = _nonfinite_leaf(new_stats, "state")
                     if bad is not None:
                         raise TrainingError(f"the update at epoch {epoch + 1}, batch {step + 1} made {bad} non-finite",
-                                            Trained(net, params, history))
-                    params = new
+                                            Trained(net, params, history, state=stats))
+                    params, stats = new, new_stats
                     total += loss * len(idx)
                     if bar is not None:
                         bar.update(len(idx))
@@ -194,11 +208,11 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                     history.add(total / n, train_time)
                 else:
                     t1 = time.perf_counter()
-                    vloss, vacc = net._evaluate(params, xv, yv, tol=tol)
+                    vloss, vacc = net._evaluate(params, xv, yv, tol=tol, state=stats)
                     history.add(total / n, train_time, vloss, vacc if scored else float("nan"),
                                 time.perf_counter() - t1)
                     if vloss < run.best_loss:
-                        best, run.best_loss, history.best_epoch = params, vloss, epoch + 1
+                        best, best_stats, run.best_loss, history.best_epoch = params, stats, vloss, epoch + 1
                     run.rising = run.rising + 1 if run.prev is not None and vloss > run.prev else 0
                     run.prev = vloss
                 history.stopped_early = bool(patience and run.rising >= patience)
@@ -206,7 +220,8 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                 if print_every and ((epoch + 1) % print_every == 0 or last):
                     _row(out, epoch + 1, history)
                 if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or last):
-                    run.save(checkpoint, net, params, state, history, best if xv is not None else None)
+                    run.save(checkpoint, net, params, state, history, best if xv is not None else None,
+                             stats, best_stats)
                 if history.stopped_early:
                     if print_every:
                         print(f"stopped early: the validation loss rose {patience} epochs in a row; "
@@ -216,47 +231,59 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
         if isinstance(e, TrainingInterrupted):
             raise
         raise TrainingInterrupted(f"interrupted at epoch {epoch + 1}, batch {step + 1}",
-                                  Trained(net, params, history)) from None
-    return Trained(net, best if xv is not None else params, history, state)
+                                  Trained(net, params, history, state=stats)) from None
+    return Trained(net, best if xv is not None else params, history, state, best_stats if xv is not None else stats)
 
 
 class _Run:
-    """Where a run stands between epochs: what a checkpoint holds besides the network."""
+    """Where a run stands between epochs: what a checkpoint holds besides the network. ``state``
+    is the optimizer's, ``stats`` the running statistics (``best_stats``: the best epoch's)."""
 
-    def __init__(self, params, state, settings, history=None, best=None, best_loss=np.inf, rising=0, prev=None):
+    def __init__(self, params, state, settings, history=None, best=None, best_loss=np.inf, rising=0, prev=None,
+                 stats=None, best_stats=None):
         self.params, self.state, self.settings = params, state, settings
         self.history = history if history is not None else History()
         self.best = best if best is not None else params
         self.best_loss, self.rising, self.prev = best_loss, rising, prev
+        self.stats = stats
+        self.best_stats = best_stats if best_stats is not None else stats
 
     def finished(self, epochs):
         return self.history.stopped_early or self.history.epochs >= epochs
 
-    def save(self, path, net, params, state, history, best):
+    def save(self, path, net, params, state, history, best, stats, best_stats):
         from .io import _write
         position = {"best_loss": None if np.isinf(self.best_loss) else self.best_loss, "rising": self.rising,
                     "prev": self.prev, "best": best is not None}
-        trees = {"params": params, **({"best": best} if best is not None else {})}
+        trees = {"params": params, "state": stats,
+                 **({"best": best, "best_state": best_stats} if best is not None else {})}
         _write(path, net, history, trees, state, {**self.settings, **position})
 
 
-def _start(net, params, resume, checkpoint, settings):
-    """The run to continue: fresh (from ``params`` or ``net.init(seed)``) or from ``resume``."""
+def _start(net, params, resume, checkpoint, settings, stats=None):
+    """The run to continue: fresh (from ``params`` or ``net.init(seed)``, ``stats`` or
+    ``net.init_state()``) or from ``resume``."""
     if resume is not None and not (resume == checkpoint and not os.path.exists(resume)):
-        if params is not None:
-            raise ValueError("give params or resume, not both: a resumed run continues from its checkpoint's params")
+        if params is not None or stats is not None:
+            raise ValueError("give params (or state) or resume, not both: a resumed run continues from its "
+                             "checkpoint's params and state")
         return _resumed(net, resume, settings)
     if params is None:
         params = net.init(settings["seed"])
     else:
         net.check_params(params)
         params = _tree.map(np.copy, params)
-    return _Run(params, net.optimizer.init(params), settings)
+    if stats is None:
+        stats = net.init_state()
+    else:
+        net.check_state(stats)
+        stats = _tree.map(np.copy, stats)
+    return _Run(params, net.optimizer.init(params), settings, stats=stats)
 
 
 def _resumed(net, path, settings):
     from .io import load_checkpoint, network_config
-    saved, run, best = load_checkpoint(path)
+    saved, run, best = load_checkpoint(path)         # best: the best epoch's (params, state), or None
     ours, theirs = network_config(net), network_config(saved.network)
     differ = [k for k in ours if ours[k] != theirs[k]]
     if differ:
@@ -269,8 +296,9 @@ def _resumed(net, path, settings):
     if saved.optimizer_state is None:
         raise ValueError(f"{path}: the checkpoint holds no optimizer state")
     best_loss = np.inf if run.get("best_loss") is None else float(run["best_loss"])
+    best, best_stats = best if best is not None else (None, None)
     return _Run(saved.params, saved.optimizer_state, settings, saved.history, best, best_loss,
-                int(run.get("rising", 0)), run.get("prev"))
+                int(run.get("rising", 0)), run.get("prev"), saved.state, best_stats)
 
 
 def _fingerprint(*arrays):
@@ -311,9 +339,9 @@ def _compile_note(wanted):
     return event.install_listener("numba:compile", _CompileNote())
 
 
-def _nonfinite_leaf(params):
+def _nonfinite_leaf(params, name="params"):
     """``"params[i][j]"`` for the first array in ``params`` holding a NaN or inf, else None."""
-    return next((name for name, a in _tree.named(params, "params", "[{}]") if not _checks.all_finite(a)), None)
+    return next((leaf for leaf, a in _tree.named(params, name, "[{}]") if not _checks.all_finite(a)), None)
 
 
 def _scored(y):

@@ -4,9 +4,9 @@ import numpy as np
 from neurons._tree import leaves  # noqa: F401 (the tests' walk over params)
 
 
-def check(net, params, x, y, seed=0, h=1e-6, rtol=1e-6, atol=1e-8, per_leaf=12, train=True):
+def check(net, params, x, y, seed=0, h=1e-6, rtol=1e-6, atol=1e-8, per_leaf=12, train=True, state=None):
     """Compare every param gradient (a random subset of each leaf's entries) with central differences."""
-    loss, grads = net.loss_and_grad(params, x, y, train=train, seed=seed)
+    loss, grads = net.loss_and_grad(params, x, y, train=train, seed=seed, state=state)
     assert np.isfinite(loss)
     rng = np.random.default_rng(1)
     checked = 0
@@ -16,9 +16,9 @@ def check(net, params, x, y, seed=0, h=1e-6, rtol=1e-6, atol=1e-8, per_leaf=12, 
         for i in idx:
             old = p.flat[i]
             p.flat[i] = old + h
-            lp = net.loss_and_grad(params, x, y, train=train, seed=seed)[0]
+            lp = net.loss_and_grad(params, x, y, train=train, seed=seed, state=state)[0]
             p.flat[i] = old - h
-            lm = net.loss_and_grad(params, x, y, train=train, seed=seed)[0]
+            lm = net.loss_and_grad(params, x, y, train=train, seed=seed, state=state)[0]
             p.flat[i] = old
             num = (lp - lm) / (2 * h)
             assert abs(num - g.flat[i]) <= atol + rtol * max(abs(num), abs(g.flat[i])), \
@@ -26,3 +26,26 @@ def check(net, params, x, y, seed=0, h=1e-6, rtol=1e-6, atol=1e-8, per_leaf=12, 
             checked += 1
     assert checked > 0
     return loss, grads
+
+
+def check_input(spec, params, x, seed=0, h=1e-6, rtol=1e-6, atol=1e-8, count=24):
+    """Compare a layer's input gradient ``spec.backward(...)[0]`` with central differences of
+    ``<spec.forward(params, x), dy>`` for a random ``dy`` (float64), at ``count`` entries of ``x``."""
+    rng = np.random.default_rng(seed)
+    y, cache = spec.forward(params, x)
+    dy = rng.normal(size=y.shape)
+    dx, _ = spec.backward(params, cache, dy, True)
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+    x = x.copy()
+    idx = np.arange(x.size) if x.size <= count else rng.choice(x.size, count, replace=False)
+    for i in idx:
+        old = x.flat[i]
+        x.flat[i] = old + h
+        lp = float(np.sum(spec.forward(params, x)[0] * dy))
+        x.flat[i] = old - h
+        lm = float(np.sum(spec.forward(params, x)[0] * dy))
+        x.flat[i] = old
+        num = (lp - lm) / (2 * h)
+        assert abs(num - dx.flat[i]) <= atol + rtol * max(abs(num), abs(dx.flat[i])), \
+            f"input entry {i}: analytic {dx.flat[i]!r} vs numeric {num!r}"
+    return dx

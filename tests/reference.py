@@ -144,3 +144,65 @@ def maxpool(x, kernel, stride):
                     y[s, ch, a, bb] = window[i, j]
                     hits[s, ch, a * sh + i, bb * sw + j] += 1
     return y, hits
+
+
+# ----------------------------------------------------------------- batch normalization
+
+def batchnorm(x, gamma, beta, eps, mean=None, var=None):
+    """``(y, mean, biased var)``: batch normalization of x (N, C) or (N, C, H, W) per channel, one
+    channel and one element at a time; with ``mean`` and ``var`` given (inference) those are used."""
+    x = np.asarray(x, np.float64)
+    n, c = x.shape[:2]
+    train = mean is None
+    if train:
+        mean, var = np.zeros(c), np.zeros(c)
+    y = np.zeros(x.shape)
+    for ch in range(c):
+        vals = [float(v) for v in x[:, ch].ravel()]
+        if train:
+            mean[ch] = sum(vals) / len(vals)
+            var[ch] = sum((v - mean[ch]) ** 2 for v in vals) / len(vals)
+        for idx in np.ndindex(*x[:, ch].shape):
+            full = (idx[0], ch) + idx[1:]
+            y[full] = (x[full] - mean[ch]) / np.sqrt(var[ch] + eps) * gamma[ch] + beta[ch]
+    return y, mean, var
+
+
+# ----------------------------------------------------------------- recurrent layers
+
+def _sig(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def recurrent(x, w_ih, w_hh, b_ih, b_hh, cell):
+    """Every step's output ``(N, T, H)`` of a one-layer ``torch.nn.RNN`` (tanh) / ``LSTM`` /
+    ``GRU`` (batch first, zero initial state), one sample, one step and one unit at a time, from
+    the equations in PyTorch's documentation; ``b_ih``/``b_hh`` may be None (no bias)."""
+    x = np.asarray(x, np.float64)
+    n, steps, f = x.shape
+    units = w_hh.shape[1]
+    g = w_hh.shape[0] // units
+    b_ih = np.zeros(g * units) if b_ih is None else np.asarray(b_ih, np.float64)
+    b_hh = np.zeros(g * units) if b_hh is None else np.asarray(b_hh, np.float64)
+    out = np.zeros((n, steps, units))
+    for s in range(n):
+        h, c = np.zeros(units), np.zeros(units)
+        for t in range(steps):
+            gi = [sum(w_ih[r, k] * x[s, t, k] for k in range(f)) + b_ih[r] for r in range(g * units)]
+            gh = [sum(w_hh[r, k] * h[k] for k in range(units)) + b_hh[r] for r in range(g * units)]
+            new_h, new_c = np.zeros(units), np.zeros(units)
+            for u in range(units):
+                pre = [gi[q * units + u] + gh[q * units + u] for q in range(g)]
+                if cell == "rnn":
+                    new_h[u] = np.tanh(pre[0])
+                elif cell == "lstm":
+                    i, fg, gg, o = _sig(pre[0]), _sig(pre[1]), np.tanh(pre[2]), _sig(pre[3])
+                    new_c[u] = fg * c[u] + i * gg
+                    new_h[u] = o * np.tanh(new_c[u])
+                else:
+                    r, z = _sig(pre[0]), _sig(pre[1])
+                    nn = np.tanh(gi[2 * units + u] + r * gh[2 * units + u])
+                    new_h[u] = (1 - z) * nn + z * h[u]
+            h, c = new_h, new_c
+            out[s, t] = h
+    return out

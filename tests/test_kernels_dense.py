@@ -1,6 +1,5 @@
 """Dense, activation, objective and dropout kernels against the naive references."""
 import numpy as np
-import numba
 import pytest
 
 from neurons.kernels import activations as kact
@@ -8,6 +7,8 @@ from neurons.kernels import dense as kdense
 from neurons.kernels import dropout as kdrop
 from neurons.kernels import objectives as kobj
 from neurons import activations, objectives
+from neurons.kernels._blocks import block_count
+from neurons.kernels._config import BLOCKS
 
 from . import reference as ref
 
@@ -47,7 +48,7 @@ def test_dense_split_over_threads_matches_one_gemm(dtype):
     x = rng.normal(size=(64, 300)).astype(dtype)        # above the split size
     w = rng.normal(size=(40, 300)).astype(dtype)
     b = rng.normal(size=40).astype(dtype)
-    assert kdense._blocks(64, 40, 300) == kdense.BLOCKS
+    assert 64 * 40 * 300 >= kdense.SPLIT
     tol = TOL[dtype] * 1000
     np.testing.assert_allclose(kdense.dense_forward(x, w, b), x @ w.T + b, rtol=tol, atol=tol)
     dz = rng.normal(size=(64, 40)).astype(dtype)
@@ -217,19 +218,54 @@ def test_a_large_dropout_runs_in_blocks_with_the_same_masks():
     np.testing.assert_array_equal(kdrop.dropout_backward(x, mask), x * mask)
 
 
-def test_parallel_kernels_equal_one_thread_run():
+# Above each threshold a kernel runs one block per thread; the same loop given one block runs its
+# body once, straight from Python, over everything: the serial path. Element-wise kernels must
+# give the same bits either way; the dense GEMMs, split by columns, the same to rounding.
+# (Objectives are serial kernels: one order of summation, nothing to compare.)
+one_thread = pytest.mark.skipif(BLOCKS < 2, reason="one thread: every pass runs as one block")
+
+
+@one_thread
+@pytest.mark.parametrize("code", range(1, 6))
+def test_activation_blocks_equal_a_one_block_run(code):
     rng = np.random.default_rng(5)
-    z = rng.normal(size=(64, 33))
-    y = rng.uniform(size=(64, 33))
-    before = numba.get_num_threads()
-    outs = []
-    for threads in (1, before):
-        numba.set_num_threads(threads)
-        outs.append((kact.activation_forward(z, kact.SOFTMAX), kobj.objective_forward_backward(z, y, kobj.MSE, False, 0.0, 0.0),
-                     kdrop.dropout_forward(z.ravel(), 0.5, 7)[1]))
-    numba.set_num_threads(before)
-    a, b = outs
-    np.testing.assert_array_equal(a[0], b[0])
-    assert a[1][0] == b[1][0]
-    np.testing.assert_array_equal(a[1][1], b[1][1])
-    np.testing.assert_array_equal(a[2], b[2])
+    z = rng.normal(scale=3, size=(kact.PARALLEL_MIN // 64 + 3, 64))      # odd rows: uneven blocks
+    dy = rng.normal(size=z.shape)
+    assert block_count(z.shape[0], z.size, kact.PARALLEL_MIN) > 1
+    y = kact.activation_forward(z, code)
+    y1 = np.empty_like(z)
+    kact._forward_blocks(1, (1, z, y1, code))
+    np.testing.assert_array_equal(y, y1)
+    dz1 = np.empty_like(z)
+    kact._backward_blocks(1, (1, dy, y, dz1, code))
+    np.testing.assert_array_equal(kact.activation_backward(dy, y, code), dz1)
+
+
+@one_thread
+def test_dropout_blocks_equal_a_one_block_run():
+    rng = np.random.default_rng(6)
+    x, dy = rng.normal(size=kdrop.PARALLEL_MIN + 1001), rng.normal(size=kdrop.PARALLEL_MIN + 1001)
+    assert kdrop._element_blocks(x) > 1
+    y, mask = kdrop.dropout_forward(x, 0.5, 7)
+    y1, mask1 = np.empty_like(x), np.empty_like(x)
+    kdrop._forward_blocks(1, (1, x, 0.5, 7, y1, mask1))
+    np.testing.assert_array_equal(y, y1)
+    np.testing.assert_array_equal(mask, mask1)
+    dx1 = np.empty_like(x)
+    kdrop._backward_blocks(1, (1, dy, mask, dx1))
+    np.testing.assert_array_equal(kdrop.dropout_backward(dy, mask), dx1)
+
+
+@one_thread
+def test_dense_blocks_equal_a_one_block_run():
+    rng = np.random.default_rng(7)
+    x, w, b = rng.normal(size=(64, 300)), rng.normal(size=(41, 300)), rng.normal(size=41)
+    dz = rng.normal(size=(64, 41))
+    assert x.shape[0] * w.shape[0] * x.shape[1] >= kdense.SPLIT
+    z1 = np.empty((64, 41))
+    kdense._forward_blocks(1, (1, x, w, b, z1))
+    np.testing.assert_allclose(kdense.dense_forward(x, w, b), z1, rtol=1e-12, atol=1e-12)
+    grads1 = np.empty_like(x), np.empty_like(w), np.empty(41)
+    kdense._backward_blocks(1, (1, dz, x, w, True, *grads1))
+    for got, want in zip(kdense.dense_backward(dz, x, w, True), grads1):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

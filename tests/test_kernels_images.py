@@ -1,23 +1,22 @@
 """Convolution, transposed convolution and max-pool kernels against naive loops; gradients by
-central differences; the adjoint identity; ties; one thread vs all."""
+central differences; the adjoint identity; ties; the block paths against one-block runs."""
 import itertools
 
-import numba
 import numpy as np
 import pytest
 
 from neurons.kernels import conv as kc
+from neurons.kernels import conv_planes
 from neurons.kernels import deconv as kd
 from neurons.kernels import maxpool as kp
+from neurons.kernels._config import BLOCKS
 
 from . import reference as ref
 
 OPTIONS = list(itertools.product([1, 2, 3], [0, 1, 2], [1, 2]))       # stride, padding, dilation
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
-STRATEGIES = {
-    "direct": (kc._correlate_direct, kc._scatter_direct, kc._weight_grad_direct),
-    "gemm": (kc._correlate_gemm_any, kc._scatter_gemm_any, kc._weight_grad_gemm_any),
-}
+# each form at stride 1 and at other strides, whatever the table would pick for the shape
+STRATEGIES = {"direct": (kc.DIRECT, kc.STRIDED_ROWS), "gemm": (kc.GEMM, kc.STRIDED_GEMM)}
 
 
 def _case(n, dtype, seed=0, c=2, f=3, h=7, w=6, kh=3, kw=2):
@@ -34,10 +33,11 @@ def _out(size, k, s, p, d):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 3])
 def test_conv_primitives_against_naive_loops(strategy, dtype, n):
-    correlate, scatter, weight_grad = STRATEGIES[strategy]
     x, k, _ = _case(n, dtype)
     tol = TOL[dtype]
     for s, p, d in OPTIONS:
+        impl = STRATEGIES[strategy][s != 1]
+        correlate, scatter, weight_grad = impl.correlate, impl.scatter, impl.weight_grad
         st, pa, di = (s, s), (p, p + 1 if p < 2 else p), (d, d)      # rectangular padding too
         oh, ow = _out(7, 3, s, pa[0], d), _out(6, 2, s, pa[1], d)
         if oh < 1 or ow < 1:
@@ -78,10 +78,10 @@ def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n):
         for need_dx in (True, False):
             dx, dk, db = kc.conv_backward(dy, x, k, (1, 1), pa, di, need_dx)
             assert (dx is None) != need_dx
-            np.testing.assert_allclose(dk, kc._weight_grad_direct(dy, x, (1, 1), pa, di, 3, 2), rtol=tol, atol=tol)
+            np.testing.assert_allclose(dk, kc.DIRECT.weight_grad(dy, x, (1, 1), pa, di, 3, 2), rtol=tol, atol=tol)
             np.testing.assert_allclose(db, dy.astype(float).sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
             if need_dx:
-                np.testing.assert_allclose(dx, kc._scatter_direct(dy, k, (1, 1), pa, di, 7, 6), rtol=tol, atol=tol)
+                np.testing.assert_allclose(dx, kc.DIRECT.scatter(dy, k, (1, 1), pa, di, 7, 6), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("ph, pw, tail", [(0, 0, 1), (1, 1, 3), (0, 3, 1), (2, 0, 5)])
@@ -92,7 +92,7 @@ def test_pad_writes_every_border_zero(ph, pw, tail):
     # fill the heap with garbage first, so that memory left unwritten would show
     for _ in range(3):
         np.full((3, 2, want.shape[2]), np.nan)
-    np.testing.assert_array_equal(kc.pad(x, ph, pw, tail), want)
+    np.testing.assert_array_equal(conv_planes.pad(x, ph, pw, tail), want)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -264,20 +264,70 @@ def test_maxpool_gradient_central_differences(kernel, out):
         assert dx.flat[i] == pytest.approx(num, abs=1e-8)
 
 
-def test_parallel_kernels_equal_a_one_thread_run():
-    x, k, b = _case(5, np.float32, seed=11, c=16, f=16, h=12, w=12, kh=3, kw=3)   # GEMM path
-    x2, k2, b2 = _case(5, np.float32, seed=12)                                      # direct path
-    before = numba.get_num_threads()
-    runs = []
-    for threads in (1, before):
-        numba.set_num_threads(threads)
-        out = []
-        for xx, kk, bb in ((x, k, b), (x2, k2, b2)):
-            y = kc.conv_forward(xx, kk, bb, (1, 1), (1, 1), (1, 1))
-            out += [y, *kc.conv_backward(y, xx, kk, (1, 1), (1, 1), (1, 1), True)]
-            out += [kd.deconv_forward(y, kk, np.empty(0, np.float32), (1, 1), (1, 1), (1, 1), (0, 0))]
-        out += list(kp.maxpool_forward(x, (2, 2), (2, 2)))
-        runs.append(out)
-    numba.set_num_threads(before)
-    for a, b_ in zip(*runs):
-        np.testing.assert_array_equal(a, b_)
+
+def test_the_table_picks_by_stride_filters_and_reduction():
+    assert set(kc.STRATEGY) == set(itertools.product((True, False), repeat=3))
+    assert kc.implementation(3, 1, 3, 3, (1, 1)) is kc.DIRECT           # few filters, short reduction
+    assert kc.implementation(4, 1, 3, 3, (1, 1)) is kc.GEMM             # 4 filters
+    assert kc.implementation(3, 8, 3, 3, (1, 1)) is kc.GEMM             # a reduction of 72
+    assert kc.implementation(8, 8, 3, 3, (2, 2)) is kc.STRIDED_GEMM
+    assert kc.implementation(7, 32, 3, 3, (2, 2)) is kc.STRIDED_ROWS    # too few filters at stride 2
+    assert kc.implementation(64, 7, 3, 3, (1, 2)) is kc.STRIDED_ROWS    # a reduction of 63
+
+
+# (N, C, H, W, F, kh, kw), stride, padding, dilation: one case for each implementation in the table
+BLOCK_CASES = {
+    "direct": ((5, 2, 9, 8, 3, 3, 3), (1, 1), (1, 1), (1, 1)),
+    "gemm": ((5, 3, 9, 8, 6, 3, 2), (1, 1), (1, 2), (1, 2)),
+    "strided rows": ((5, 2, 9, 8, 3, 3, 3), (2, 2), (1, 1), (1, 1)),
+    "strided gemm": ((5, 8, 9, 8, 9, 3, 3), (2, 1), (1, 0), (1, 1)),
+}
+
+
+@pytest.mark.skipif(BLOCKS < 2, reason="one thread: every pass runs as one block")
+@pytest.mark.parametrize("name", BLOCK_CASES)
+def test_block_paths_equal_one_block_runs(name):
+    """A batch of 5 is split into blocks of samples or of (sample, plane) pairs, one per thread
+    (with 2 threads: 3 + 2 samples, 8 + 7 planes); one sample alone runs as one block, its body
+    called straight from Python. What a sample owns (y, dx, the transposed convolution's output)
+    must come out with the same bits; what sums over the batch (dk, db) the same to rounding."""
+    (n, c, h, w, f, kh, kw), st, pa, di = BLOCK_CASES[name]
+    assert kc.implementation(f, c, kh, kw, st).name == name
+    x, k, b = _case(n, np.float64, seed=11, c=c, f=f, h=h, w=w, kh=kh, kw=kw)
+    rng = np.random.default_rng(12)
+    y = kc.conv_forward(x, k, b, st, pa, di, relu=True)
+    dy = rng.normal(size=y.shape)
+    dx, dk, db = kc.conv_backward(dy, x, k, st, pa, di, True, True, relu_y=y)
+    bt = rng.normal(size=c)
+    z = kd.deconv_forward(dy, k, bt, st, pa, di, (0, 0))       # k read as (C_in=F, F=C)
+    dz = rng.normal(size=z.shape)
+    dy_t, dk_t, db_t = kd.deconv_backward(dz, dy, k, st, pa, di, (0, 0), True)
+    dk_sum, db_sum, dk_t_sum, db_t_sum = 0.0, 0.0, 0.0, 0.0
+    for s in range(n):
+        one = slice(s, s + 1)
+        ys = kc.conv_forward(x[one], k, b, st, pa, di, relu=True)
+        dxs, dks, dbs = kc.conv_backward(dy[one], x[one], k, st, pa, di, True, True, relu_y=ys)
+        zs = kd.deconv_forward(dy[one], k, bt, st, pa, di, (0, 0))
+        dys_t, dks_t, dbs_t = kd.deconv_backward(dz[one], dy[one], k, st, pa, di, (0, 0), True)
+        for whole, alone in ((y, ys), (dx, dxs), (z, zs), (dy_t, dys_t)):
+            np.testing.assert_array_equal(whole[one], alone)
+        dk_sum, db_sum, dk_t_sum, db_t_sum = dk_sum + dks, db_sum + dbs, dk_t_sum + dks_t, db_t_sum + dbs_t
+    for whole, summed in ((dk, dk_sum), (db, db_sum), (dk_t, dk_t_sum), (db_t, db_t_sum)):
+        np.testing.assert_allclose(whole, summed, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(BLOCKS < 2, reason="one thread: every pass runs as one block")
+@pytest.mark.parametrize("kernel, stride", [((2, 2), (2, 2)), ((3, 3), (2, 2))])
+def test_maxpool_blocks_equal_one_block_runs(kernel, stride):
+    """Above maxpool.PARALLEL_MIN elements a pass takes a block of planes per thread; a sample
+    alone is below it and runs as one block: the same bits."""
+    x = np.random.default_rng(13).normal(size=(5, 8, 20, 21))
+    assert x.size >= kp.PARALLEL_MIN > x[:1].size
+    y, arg = kp.maxpool_forward(x, kernel, stride)
+    dy = np.random.default_rng(14).normal(size=y.shape)
+    dx = kp.maxpool_backward(dy, arg, (20, 21), kernel, stride)
+    for s in range(5):
+        ys, args = kp.maxpool_forward(x[s:s + 1], kernel, stride)
+        np.testing.assert_array_equal(y[s:s + 1], ys)
+        np.testing.assert_array_equal(arg[s:s + 1], args)
+        np.testing.assert_array_equal(dx[s:s + 1], kp.maxpool_backward(dy[s:s + 1], args, (20, 21), kernel, stride))

@@ -92,7 +92,7 @@ def test_layer_argument_errors():
     with pytest.raises(TypeError, match="dtype must be"):
         neurons.Network((4,), dtype="int32")
     with pytest.raises(ValueError, match="input_shape"):
-        neurons.Network((4, 4))
+        neurons.Network((4, 4, 4, 4))           # (4, 4) is a sequence: tests/test_recurrent.py
     with pytest.raises(ValueError, match="has no layers"):
         neurons.Network((4,)).init()
 

@@ -71,6 +71,6 @@ _saved = config.CACHE_DIR
 if not os.environ.get("NUMBA_CACHE_DIR"):
     config.CACHE_DIR = _cache_dir()
 try:
-    from . import activations, conv, deconv, dense, dropout, maxpool, objectives, optim  # noqa: E402,F401
+    from . import activations, batchnorm, conv, deconv, dense, dropout, maxpool, objectives, optim, recurrent  # noqa: E402,F401
 finally:
     config.CACHE_DIR = _saved

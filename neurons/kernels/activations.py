@@ -21,8 +21,8 @@ fails them (``v <= 0`` is false for NaN). The ReLU's gradient is PyTorch's ``thr
 """
 import numpy as np
 
-from ._blocks import parallel
-from ._config import BLOCKS, jit, span
+from ._blocks import block_count, parallel
+from ._config import jit, span
 
 LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = 0, 1, 2, 3, 4, 5
 SLOPE = 0.01
@@ -193,10 +193,11 @@ def activation_forward(z, code):
     if FORWARD[code] is None:
         return z
     y = np.empty_like(z)
-    if z.size < PARALLEL_MIN:
-        FORWARD[code](z, y)
+    blocks = block_count(z.shape[0], z.size, PARALLEL_MIN)
+    if blocks == 1:
+        FORWARD[code](z, y)         # not through the block body: compiles this activation only
     else:
-        _forward_blocks(BLOCKS, (BLOCKS, z, y, code))
+        _forward_blocks(blocks, (blocks, z, y, code))
     return y
 
 
@@ -205,10 +206,11 @@ def activation_backward(dy, y, code):
     if BACKWARD[code] is None:
         return dy
     dz = np.empty_like(dy)
-    if dy.size < PARALLEL_MIN:
+    blocks = block_count(dy.shape[0], dy.size, PARALLEL_MIN)
+    if blocks == 1:
         BACKWARD[code](dy, y, dz)
     else:
-        _backward_blocks(BLOCKS, (BLOCKS, dy, y, dz, code))
+        _backward_blocks(blocks, (blocks, dy, y, dz, code))
     return dz
 
 

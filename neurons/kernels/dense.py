@@ -11,8 +11,8 @@ blocks' parallel loops are ``_blocks.py``'s: each block a serial function called
 """
 import numpy as np
 
-from ._blocks import parallel
-from ._config import BLOCKS, jit, span
+from ._blocks import block_count, parallel
+from ._config import jit, span
 from .blas import gemm
 
 # below this many multiply-adds one GEMM call beats splitting it over threads
@@ -57,16 +57,12 @@ _forward_blocks = parallel(_forward_body)
 _backward_blocks = parallel(_backward_body)
 
 
-def _blocks(n, units, fan_in):
-    """How many blocks a product is split into: one per thread, or one for a small product."""
-    return BLOCKS if n * units * fan_in >= SPLIT else 1
-
-
 def dense_forward(x, w, b):
     """x (N, in), w (units, in), b (units,) or (0,) for no bias -> z (N, units)."""
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     z = np.empty((x.shape[0], w.shape[0]), x.dtype)
-    blocks = min(_blocks(x.shape[0], w.shape[0], x.shape[1]), w.shape[0])
+    # a block of units per thread
+    blocks = block_count(w.shape[0], x.shape[0] * w.shape[0] * x.shape[1], SPLIT)
     _forward_blocks(blocks, (blocks, x, w, b, z))
     return z
 
@@ -80,6 +76,7 @@ def dense_backward(dz, x, w, need_dx):
     dz, x, w = c(dz), c(x), c(w)
     dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
     dw, db = np.empty(w.shape, x.dtype), np.empty(w.shape[0], x.dtype)
-    blocks = _blocks(dz.shape[0], dz.shape[1], x.shape[1])
+    # a block of units (dw, db) and a block of input columns (dx) per thread
+    blocks = block_count(max(w.shape[0], x.shape[1]), dz.shape[0] * w.shape[0] * x.shape[1], SPLIT)
     _backward_blocks(blocks, (blocks, dz, x, w, bool(need_dx), dx, dw, db))
     return (dx if need_dx else None), dw, db

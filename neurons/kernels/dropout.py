@@ -1,8 +1,9 @@
 """Inverted dropout with masks from a counter-based hash.
 
 Element ``i`` is kept when ``u(seed, i) >= rate``, with ``u`` uniform in [0, 1) from the
-splitmix64 finaliser of ``seed + i·γ``. The mask depends only on (seed, i), never on the
-thread that draws it, so results are identical for any thread count.
+splitmix64 finaliser of ``seed + (i + 1)·γ``. The mask depends only on (seed, i), never on the
+thread that draws it, so results are identical for any thread count. ``splitmix64`` is the one
+hash of the package: ``graph.py`` derives each layer's dropout seed with it too.
 """
 import numpy as np
 
@@ -12,17 +13,24 @@ from ._config import jit, span
 # below this many elements a pass runs as one block, without the thread pool
 PARALLEL_MIN = 65536
 
-_GAMMA = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+# splitmix64's constants: the increment (2^64 / golden ratio) and the finaliser's two multipliers
+GAMMA = np.uint64(0x9E3779B97F4A7C15)
+M1 = np.uint64(0xBF58476D1CE4E5B9)
+M2 = np.uint64(0x94D049BB133111EB)
+
+
+@jit
+def splitmix64(z):
+    """The splitmix64 finaliser of the uint64 ``z``: a uint64 whose every bit depends on every bit of z."""
+    z = (z ^ (z >> np.uint64(30))) * M1
+    z = (z ^ (z >> np.uint64(27))) * M2
+    return z ^ (z >> np.uint64(31))
 
 
 @jit
 def _uniform(seed, i):
-    z = np.uint64(seed) + np.uint64(i + 1) * _GAMMA
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    z = z ^ (z >> np.uint64(31))
+    """Uniform in [0, 1): the top 53 bits of splitmix64(seed + (i + 1)·γ)."""
+    z = splitmix64(np.uint64(seed) + np.uint64(i + 1) * GAMMA)
     return np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
@@ -49,8 +57,9 @@ def _backward_body(blk, blocks, dy, mask, dx):
 _backward_blocks = parallel(_backward_body)
 
 
-def _blocks(x):
-    """One block per thread, or one block below ``PARALLEL_MIN`` elements."""
+def _element_blocks(x):
+    """How many blocks of elements a pass over the flat ``x`` takes: one per thread, or one below
+    ``PARALLEL_MIN`` elements."""
     return block_count(x.shape[0], x.shape[0], PARALLEL_MIN)
 
 
@@ -62,7 +71,7 @@ def dropout_forward(x, rate, seed):
     """
     x = np.ascontiguousarray(x)
     y, mask = np.empty_like(x), np.empty_like(x)
-    blocks = _blocks(x)
+    blocks = _element_blocks(x)
     _forward_blocks(blocks, (blocks, x, float(rate), seed, y, mask))
     return y, mask
 
@@ -71,6 +80,6 @@ def dropout_backward(dy, mask):
     """``dx = dy · mask`` (flat arrays)."""
     dy = np.ascontiguousarray(dy)
     dx = np.empty_like(dy)
-    blocks = _blocks(dy)
+    blocks = _element_blocks(dy)
     _backward_blocks(blocks, (blocks, dy, np.ascontiguousarray(mask), dx))
     return dx

@@ -99,13 +99,14 @@ def _forward_2x2(x):
     n, c, h, w = x.shape
     y = np.empty((n, c, h // 2, w // 2), x.dtype)
     arg = np.empty(y.shape, np.int32)
-    blocks = _blocks(x)
+    blocks = _plane_blocks(x)
     _forward_2x2_blocks(blocks, (blocks, x, y, arg))
     return y, arg
 
 
-def _blocks(x):
-    """One block of planes per thread, or one block below ``PARALLEL_MIN`` elements."""
+def _plane_blocks(x):
+    """How many blocks of (sample, channel) planes a pass over ``x`` (N, C, H, W) takes: one per
+    thread, or one below ``PARALLEL_MIN`` elements."""
     return block_count(x.shape[0] * x.shape[1], x.size, PARALLEL_MIN)
 
 
@@ -138,7 +139,7 @@ def _forward_any(x, kernel, stride):
     (kh, kw), (sh, sw) = kernel, stride
     y = np.empty((n, c, (h - kh) // sh + 1, (w - kw) // sw + 1), x.dtype)
     arg = np.empty(y.shape, np.int32)
-    blocks = _blocks(x)
+    blocks = _plane_blocks(x)
     _forward_any_blocks(blocks, (blocks, x, kh, kw, sh, sw, y, arg))
     return y, arg
 
@@ -185,7 +186,7 @@ _backward_2x2_blocks = parallel(_backward_2x2_body)
 def _backward_2x2(dy, arg, h, w):
     n, c = dy.shape[0], dy.shape[1]
     dx = np.empty((n, c, h, w), dy.dtype)
-    blocks = _blocks(dx)
+    blocks = _plane_blocks(dx)
     _backward_2x2_blocks(blocks, (blocks, dy, arg, dx))
     return dx
 
@@ -214,6 +215,6 @@ _backward_any_blocks = parallel(_backward_any_body)
 
 def _backward_any(dy, arg, hw):
     dx = np.empty(dy.shape[:2] + tuple(hw), dy.dtype)
-    blocks = _blocks(dx)
+    blocks = _plane_blocks(dx)
     _backward_any_blocks(blocks, (blocks, dy, arg, dx))
     return dx

@@ -16,8 +16,8 @@ same way either way, so the bits do not depend on the path or the thread count.
 """
 import numpy as np
 
-from ._blocks import parallel
-from ._config import BLOCKS, jit, span
+from ._blocks import block_count, parallel
+from ._config import jit, span
 
 # arrays at least this long are updated one block per thread. Measured, plain SGD: 16,384
 # elements 3.2 us serial, 6.0 us in blocks; 98,000: 14.6 against 11.5 us; 401,408: 147 against
@@ -27,13 +27,14 @@ PARALLEL_MIN = {"sgd": 131072, "adam": 32768, "rmsprop": 32768}
 
 
 def _by_size(serial, loop, minimum):
-    """``f(p, ...)``: ``serial(p, ...)`` for p shorter than ``minimum``, else ``body`` over one
-    block of p per thread."""
+    """``f(p, ...)``: ``serial(p, ...)`` for p shorter than ``minimum``, else the block loop ``loop``
+    over one block of p per thread."""
     def update(p, *args):
-        if p.shape[0] < minimum:
-            serial(p, *args)
+        blocks = block_count(p.shape[0], p.shape[0], minimum)
+        if blocks == 1:
+            serial(p, *args)        # not through the block body: compiles no parallel code
         else:
-            loop(BLOCKS, (BLOCKS, p) + args)
+            loop(blocks, (blocks, p) + args)
     update.__doc__ = serial.__doc__
     return update
 
