@@ -131,24 +131,34 @@ def test_float32_gates_are_accurate_and_keep_nan():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_step_product_tiles_and_leftovers(dtype):
-    """``_matmul_add`` (register tiles of 4 rows x 2 vectors, smaller tiles for leftover rows, a
-    plain loop for leftover columns) against NumPy, on blocks of rows of larger arrays."""
+def test_products_in_tiles(dtype):
+    """The tiled products (6 rows x 2 vectors, one smaller tile for leftover rows, a plain loop
+    for leftover columns, the depth in slices of 64) against NumPy, on blocks of rows of larger
+    arrays: ``c += a @ b``, ``c = a @ b``, ``c = a.T @ b`` and ``c = init + a @ b``."""
     rng = np.random.default_rng(17)
-    for m, depth, n in ((1, 3, 5), (3, 7, 16), (5, 128, 48), (8, 33, 37), (16, 512, 128)):
-        big_a = rng.normal(size=(m + 2, 3, depth)).astype(dtype)
-        b = rng.normal(size=(depth, n)).astype(dtype)
-        big_c = rng.normal(size=(m + 2, 2, n)).astype(dtype)
-        a, c = big_a[1:m + 1, 1], big_c[1:m + 1, 0]          # rows apart in memory, each contiguous
-        want = c + a.astype(np.float64) @ b.astype(np.float64)
-        before = big_c.copy()
-        krec._matmul_add(a, b, c)
-        np.testing.assert_allclose(c, want, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10 * np.sqrt(depth))
-        mask = np.ones(big_c.shape, bool)
-        mask[1:m + 1, 0] = False
-        assert np.array_equal(big_c[mask], before[mask])     # nothing outside c written
+    for m, depth, n in ((1, 3, 5), (3, 7, 16), (5, 128, 48), (8, 33, 37), (16, 512, 128), (13, 28, 512),
+                        (7, 200, 160)):
+        for kind in ("add", "set", "set_at", "bias"):
+            ta = kind == "set_at"
+            big_a = rng.normal(size=(depth + 2, 3, m) if ta else (m + 2, 3, depth)).astype(dtype)
+            b = rng.normal(size=(depth, n)).astype(dtype)
+            init = rng.normal(size=n).astype(dtype)
+            big_c = rng.normal(size=(m + 2, 2, n)).astype(dtype)
+            a = big_a[1:depth + 1, 1] if ta else big_a[1:m + 1, 1]     # rows apart, each contiguous
+            c = big_c[1:m + 1, 0]
+            product = (a.T if ta else a).astype(np.float64) @ b.astype(np.float64)
+            want = {"add": c + product, "set": product, "set_at": product, "bias": init + product}[kind]
+            before = big_c.copy()
+            if kind == "bias":
+                krec._matmul_bias(a, b, c, init)
+            else:
+                {"add": krec._matmul_add, "set": krec._matmul_set, "set_at": krec._matmul_set_at}[kind](a, b, c)
+            np.testing.assert_allclose(c, want, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10 * np.sqrt(depth))
+            mask = np.ones(big_c.shape, bool)
+            mask[1:m + 1, 0] = False
+            assert np.array_equal(big_c[mask], before[mask])     # nothing outside c written
     with pytest.raises(ValueError, match="rows must be contiguous"):
-        krec._matmul_add(a[:, ::2], b[::2], c)
+        krec._matmul_add(np.zeros((4, 6), dtype)[:, ::2], np.zeros((3, 5), dtype), np.zeros((4, 5), dtype))
 
 
 def test_images_as_sequences():

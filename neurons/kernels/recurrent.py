@@ -20,7 +20,7 @@ block's samples) and applies the gates. Backward runs the steps in reverse, writ
 gate gradients ``dg`` and ``dh_{t-1} = dg_t W_hh``; then, one GEMM each, ``dx = dg W_ih`` and
 its share of the weights' gradient ``dg^T [x, h_prev]`` (``dW_ih`` and ``dW_hh`` side by side),
 summed over the blocks afterwards. Activated gates are kept for the backward pass
-(``σ' = s (1 - s)``, ``tanh' = 1 - t²``), and so are ``c_t`` (lstm) and ``h_{t-1} W_h^T + b_hn``
+(``σ' = s (1 - s)``, ``tanh' = 1 - t²``), and so are ``c_t`` and ``tanh(c_t)`` (lstm) and ``h_{t-1} W_h^T + b_hn``
 (gru, for the reset gate's gradient).
 """
 import functools
@@ -83,7 +83,11 @@ def _exp32(x):
     xc = _EXP_LO if xc < _EXP_LO else xc
     n = np.floor(xc * _LOG2E + _HALF)
     r = xc - n * _LN2_HI - n * _LN2_LO
-    p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * (r * r) + r + _ONE
+    # Estrin's scheme: the same polynomial in three dependent steps instead of six (the gate
+    # loops wait on this chain: 2.15 -> 2.06 ns a sigmoid here)
+    r2 = r * r
+    r4 = r2 * r2
+    p = ((_P5 + _P4 * r) + (_P3 + _P2 * r) * r2 + (_P1 + _P0 * r) * r4) * r2 + r + _ONE
     k = np.int32(n) if n == n else np.int32(0)      # a NaN's p is NaN: any scale keeps it
     y = p * _f32_from_bits((k + 127) << 23)
     y = _INF if x > _EXP_HI else y
@@ -143,31 +147,47 @@ if config.DISABLE_JIT:
         return np.array(bits, np.int64).astype(np.uint32).view(np.float32)[()]
 
 
-# ----------------------------------------------------------------------------- the step's product
-# ``h_{t-1} W_hh^T`` forward and ``dg_t W_hh`` backward, over one block's batch rows: a few rows
-# (16 at batch 32 on two threads), the same weights every step. A BLAS GEMM packs the weights into
-# its own layout on every call, which at these sizes costs about as much as the product: OpenBLAS
-# here gave 12-18 GFLOP/s at 32 x 512 x 128 and 9-11 at 32 x 128 x 512, where the tiles below give
-# 20-23 on the same machine at the same hour (a plain vectorised loop over rows: 14 and 10).
+# ----------------------------------------------------------------------------- products
+# The per-step products, ``h_{t-1} W_hh^T`` forward and ``dg_t W_hh`` backward, are a few rows
+# (16 at batch 32 on two threads) against the same weights every step. A BLAS GEMM packs the
+# weights into its own layout on every call, which at these sizes costs about as much as the
+# product: OpenBLAS here gave 12-18 GFLOP/s at 32 x 512 x 128 and 9-11 at 32 x 128 x 512, where a
+# plain vectorised loop gave 14 and 10 and the register tiles below 20-23 (same machine, same
+# hour; on a quieter hour, 30-37 at 16 x 512 x 128 and 16 x 128 x 512, against OpenBLAS's 25 a
+# thread on a 2048^3 product). They also take a block's share of the weights' gradient,
+# ``dg^T [x, h_prev]`` (``G·H x (nb·T) x (F + H)``, ``dg`` read transposed): 27-31 GFLOP/s at every
+# batch size, where OpenBLAS's transposed product gave 11.
 
-_TILE_ROWS = 4
+_TILE_ROWS = 6
+# the depth taken at a time: a deep product (the weights' gradient over a block's every step)
+# runs in slices whose share of both operands stays in the L1 cache (3584 deep, batch 128 on one
+# thread: 7.7 GFLOP/s in one slice, 27 in slices of 256, 32.5 in slices of 64)
+_DEPTH = 64
+# what a tile does with ``c``: adds its product, sets ``c`` to it, or sets ``c`` to ``init``
+# (a row, the bias) plus it: no pass over ``c`` beforehand to clear it or fill in the bias
+ADD, SET, SET_INIT = 0, 1, 2
 
 
 @intrinsic
-def _tile(typingctx, a, b, c, i, j, depth, rows):
-    """``c[i:i+rows, j:j+2V] += a[i:i+rows, :depth] @ b[:depth, j:j+2V]`` with ``V`` the elements
-    of a 32-byte vector (8 float32, 4 float64) and ``rows`` a literal 1..4: the accumulators (up to
-    4 x 2 vectors) stay in registers while ``k`` runs, each step two vector loads of ``b``'s row
-    ``k``, a broadcast of each row's ``a[., k]`` and one fused multiply-add per accumulator. The
-    arrays are 2-D of one float dtype with contiguous rows (any row stride: ``_matmul_add``
+def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
+    """``c[i:i+rows, j:j+2V] (+)= op(a)[i:i+rows, :depth] @ b[:depth, j:j+2V]`` with ``V`` the
+    elements of a 32-byte vector (8 float32, 4 float64), ``rows`` a literal 1..6, ``op(a)`` ``a``
+    or, when the literal ``ta`` is true, ``a.T``, and the literal ``mode`` ``ADD`` (``+=``),
+    ``SET`` (``=``) or ``SET_INIT`` (``= init[j:j+2V] +``, ``init`` 1-D). The accumulators (up to
+    6 x 2 vectors) stay in registers while ``k`` runs, each step two vector loads of ``b``'s row
+    ``k``, a broadcast of each row's ``op(a)[., k]`` and one fused multiply-add per accumulator.
+    The 2-D arrays are of one float dtype with contiguous rows (any row stride: ``_products``
     checks)."""
     arrays = (a, b, c)
     if not (all(isinstance(t, types.Array) and t.ndim == 2 for t in arrays)
-            and c.dtype in (types.float32, types.float64) and a.dtype == b.dtype == c.dtype
-            and isinstance(rows, types.IntegerLiteral) and 1 <= rows.literal_value <= _TILE_ROWS):
+            and isinstance(init, types.Array) and init.ndim == 1
+            and c.dtype in (types.float32, types.float64) and a.dtype == b.dtype == c.dtype == init.dtype
+            and isinstance(rows, types.IntegerLiteral) and 1 <= rows.literal_value <= _TILE_ROWS
+            and isinstance(ta, types.BooleanLiteral)
+            and isinstance(mode, types.IntegerLiteral) and mode.literal_value in (ADD, SET, SET_INIT)):
         return None
-    n_rows = rows.literal_value
-    signature = types.void(a, b, c, i, j, depth, rows)
+    n_rows, transposed, how = rows.literal_value, ta.literal_value, mode.literal_value
+    signature = types.void(a, b, c, init, i, j, depth, rows, ta, mode)
 
     def codegen(context, builder, sig, args):
         fty = context.get_value_type(c.dtype)
@@ -175,8 +195,9 @@ def _tile(typingctx, a, b, c, i, j, depth, rows):
         width = 32 // size
         vty = ir.VectorType(fty, width)
         intp = context.get_value_type(types.intp)
-        ptrs = [context.make_array(t)(context, builder, v) for t, v in zip(arrays, args[:3])]
-        i0, j0, depth_v = (context.cast(builder, v, t, types.intp) for v, t in zip(args[3:6], sig.args[3:6]))
+        a_arr, b_arr, c_arr = (context.make_array(t)(context, builder, v) for t, v in zip(arrays, args[:3]))
+        init_arr = context.make_array(init)(context, builder, args[3])
+        i0, j0, depth_v = (context.cast(builder, v, t, types.intp) for v, t in zip(args[4:7], sig.args[4:7]))
         i8p = ir.IntType(8).as_pointer()
 
         def const(v):
@@ -187,36 +208,53 @@ def _tile(typingctx, a, b, c, i, j, depth, rows):
             offset = builder.add(builder.mul(row, stride), builder.mul(col, const(size)))
             return builder.bitcast(builder.gep(builder.bitcast(ary.data, i8p), [offset]), ty.as_pointer())
 
+        def column(v):
+            return builder.add(j0, const(v * width))
+
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
                                              f"llvm.fma.v{width}f{8 * size}")
-        zero = ir.Constant(vty, [ir.Constant(fty, 0.0)] * width)
         undef = ir.Constant(vty, ir.Undefined)
         splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
-        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(2)] for _ in range(n_rows)]
-        a_arr, b_arr, c_arr = ptrs
+        if how == SET_INIT:
+            starts = []
+            for v in range(2):
+                offset = builder.mul(column(v), cgutils.unpack_tuple(builder, init_arr.strides)[0])
+                p = builder.bitcast(builder.gep(builder.bitcast(init_arr.data, i8p), [offset]), vty.as_pointer())
+                starts.append(builder.load(p, align=size))
+        else:
+            starts = [ir.Constant(vty, [ir.Constant(fty, 0.0)] * width)] * 2
+        acc = [[cgutils.alloca_once_value(builder, starts[v]) for v in range(2)] for _ in range(n_rows)]
         with cgutils.for_range(builder, depth_v) as loop:
             k = loop.index
-            bk = [builder.load(address(b_arr, k, builder.add(j0, const(v * width)), vty), align=size)
-                  for v in range(2)]
+            bk = [builder.load(address(b_arr, k, column(v), vty), align=size) for v in range(2)]
             for r in range(n_rows):
-                x = builder.load(address(a_arr, builder.add(i0, const(r)), k, fty))
+                row = builder.add(i0, const(r))
+                x = builder.load(address(a_arr, k, row, fty) if transposed else address(a_arr, row, k, fty))
                 xs = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0)),
                                             undef, splat)
                 for v in range(2):
                     builder.store(builder.call(fma, [xs, bk[v], builder.load(acc[r][v])]), acc[r][v])
         for r in range(n_rows):
             for v in range(2):
-                p = address(c_arr, builder.add(i0, const(r)), builder.add(j0, const(v * width)), vty)
-                builder.store(builder.fadd(builder.load(p, align=size), builder.load(acc[r][v])), p, align=size)
+                p = address(c_arr, builder.add(i0, const(r)), column(v), vty)
+                value = builder.load(acc[r][v])
+                if how == ADD:
+                    value = builder.fadd(builder.load(p, align=size), value)
+                builder.store(value, p, align=size)
         return context.get_dummy_value()
 
     return signature, codegen
 
 
 if config.DISABLE_JIT:
-    def _tile(a, b, c, i, j, depth, rows):     # noqa: F811
+    def _tile(a, b, c, init, i, j, depth, rows, ta, mode):     # noqa: F811
         cols = 2 * (32 // c.itemsize)
-        c[i:i + rows, j:j + cols] += a[i:i + rows, :depth] @ b[:depth, j:j + cols]
+        ai = a[:depth, i:i + rows].T if ta else a[i:i + rows, :depth]
+        product = ai @ b[:depth, j:j + cols]
+        if mode == ADD:
+            c[i:i + rows, j:j + cols] += product
+        else:
+            c[i:i + rows, j:j + cols] = product + (init[j:j + cols] if mode == SET_INIT else 0)
 
 
 @jit
@@ -225,36 +263,83 @@ def _strided(x):
 
 
 @jit
-def _matmul_add(a, b, c):
-    """``c += a @ b`` for ``a (m, k)``, ``b (k, n)``, ``c (m, n)`` with contiguous rows (any row
-    stride): ``_tile`` over 4-row, 2-vector tiles, a column panel of ``b`` at a time
-    (it stays in the L1 cache while the row tiles pass), leftover rows in smaller tiles, leftover
-    columns in a plain loop. Each element of ``c`` gets the same chain of fused multiply-adds over
-    ``k`` whichever tile it falls in, so a row's result does not depend on the rows beside it."""
-    m, depth = a.shape
-    n = b.shape[1]
-    if b.shape[0] != depth or c.shape[0] != m or c.shape[1] != n:
-        raise ValueError("_matmul_add: shapes do not match")
-    if _strided(a) or _strided(b) or _strided(c):
-        raise ValueError("_matmul_add: rows must be contiguous")
+def _slice(a, b, c, init, ta, mode):
+    """``c (+)= op(a) @ b`` over the tiled columns, in tiles (see ``_tile``) of 6 rows, then one of
+    4 and single rows for what is left (each tile size is compiled apart: three keep the
+    compilation short, and 16 or 64 rows, a block at batch 32 or 128, need no single rows)."""
+    m, n = c.shape
+    depth = b.shape[0]
     cols = 2 * (32 // c.itemsize)
-    full, rest = m - m % _TILE_ROWS, m % _TILE_ROWS
-    n_tiled = n - n % cols
-    for j in range(0, n_tiled, cols):
+    full = m - m % _TILE_ROWS
+    four = full + 4 if m - full >= 4 else full
+    for j in range(0, n - n % cols, cols):
         for i in range(0, full, _TILE_ROWS):
-            _tile(a, b, c, i, j, depth, 4)
-        if rest == 3:
-            _tile(a, b, c, full, j, depth, 3)
-        elif rest == 2:
-            _tile(a, b, c, full, j, depth, 2)
-        elif rest == 1:
-            _tile(a, b, c, full, j, depth, 1)
+            _tile(a, b, c, init, i, j, depth, 6, ta, mode)
+        if four > full:
+            _tile(a, b, c, init, full, j, depth, 4, ta, mode)
+        for i in range(four, m):
+            _tile(a, b, c, init, i, j, depth, 1, ta, mode)
+
+
+@jit
+def _products(a, b, c, init, ta, mode):
+    """``c (+)= op(a) @ b`` for ``op(a) (m, k)`` (``a``, or ``a.T`` with the literal ``ta``),
+    ``b (k, n)`` and ``c (m, n)``, each with contiguous rows (any row stride), ``mode`` as
+    ``_tile``'s: tiles of 6 rows (see ``_slice``) and 2 vectors, a column panel of ``b`` at a
+    time (it stays in the L1 cache while the row tiles pass), leftover columns in a plain loop;
+    with ``ta`` (the weights' gradient, deep) the depth in slices of ``_DEPTH``, the first with
+    ``mode``, the others adding. Each element of ``c`` gets the same chain of fused multiply-adds
+    over ``k`` whichever tile it falls in, so a row's result does not depend on the rows beside
+    it."""
+    depth, n = b.shape
+    m = a.shape[1] if ta else a.shape[0]
+    if (a.shape[0] if ta else a.shape[1]) != depth or c.shape[0] != m or c.shape[1] != n:
+        raise ValueError("_products: shapes do not match")
+    if _strided(a) or _strided(b) or _strided(c):
+        raise ValueError("_products: rows must be contiguous")
+    if ta:
+        for k0 in range(0, max(depth, 1), _DEPTH):
+            k1 = min(depth, k0 + _DEPTH)
+            if k0 == 0:
+                _slice(a[k0:k1], b[k0:k1], c, init, ta, mode)
+            else:
+                _slice(a[k0:k1], b[k0:k1], c, init, ta, ADD)
+    else:
+        _slice(a, b, c, init, ta, mode)
+    n_tiled = n - n % (2 * (32 // c.itemsize))
     for i in range(m):
-        ci, ai = c[i], a[i]
+        ci = c[i]
+        if mode != ADD:
+            for j in range(n_tiled, n):
+                ci[j] = init[j] if mode == SET_INIT else 0.0
         for k in range(depth):
-            x, bk = ai[k], b[k]
+            x, bk = (a[k, i] if ta else a[i, k]), b[k]
             for j in range(n_tiled, n):
                 ci[j] += x * bk[j]
+
+
+@jit
+def _matmul_add(a, b, c):
+    """``c += a @ b`` (see ``_products``)."""
+    _products(a, b, c, np.empty(0, c.dtype), False, ADD)
+
+
+@jit
+def _matmul_set(a, b, c):
+    """``c = a @ b`` (see ``_products``)."""
+    _products(a, b, c, np.empty(0, c.dtype), False, SET)
+
+
+@jit
+def _matmul_set_at(a, b, c):
+    """``c = a.T @ b`` (see ``_products``)."""
+    _products(a, b, c, np.empty(0, c.dtype), True, SET)
+
+
+@jit
+def _matmul_bias(a, b, c, init):
+    """``c = init + a @ b``, ``init`` a row (see ``_products``)."""
+    _products(a, b, c, init, False, SET_INIT)
 
 
 # ----------------------------------------------------------------------------- forward bodies
@@ -275,73 +360,96 @@ def _tanh_in_place(a):
 
 
 @jit
-def _project(xh2, w_ih, b, gates2, lo, hi, steps):
-    """``gates = x W_ih^T + b`` for the block's samples ``lo:hi``, every step in one GEMM
-    (``xh2``, ``gates2``: ``xh`` and ``gates`` as ``(N·T, .)``; reshaping inside a kernel cost
-    seconds of compilation)."""
-    gb = gates2[lo * steps:hi * steps]
-    gemm(False, True, 1.0, xh2[lo * steps:hi * steps, :w_ih.shape[1]], w_ih, 0.0, gb)
-    if b.shape[0] > 0:
-        for r in range(gb.shape[0]):
-            row = gb[r]
-            for j in range(row.shape[0]):
-                row[j] += b[j]
+def _project(xh2, w_it, b, gates2, lo, hi, steps):
+    """``gates = b + x W_ih^T`` (``b`` zeros without a bias) for the block's samples ``lo:hi``,
+    every step in one product
+    (``w_it`` is ``W_ih^T``; ``xh2``, ``gates2``: ``xh`` and ``gates`` as ``(N·T, .)``: reshaping
+    inside a kernel cost seconds of compilation). Tiles that start from the bias and store: one
+    pass over ``gates`` (BLAS and a bias pass took 1.4x as long at batch 128)."""
+    _matmul_bias(xh2[lo * steps:hi * steps, :w_it.shape[0]], w_it, gates2[lo * steps:hi * steps], b)
 
 
 @jit
 def _h_out(xh, h_last, n, t, f):
     """Where ``h_t`` of sample ``n`` goes: beside ``x_{t+1}`` (as step t+1's ``h_{t-1}``), or, for
     the last step, ``h_last``."""
-    return xh[n, t + 1, f:] if t + 1 < xh.shape[1] else h_last[n]
+    return xh[n, t + 1, f:f + h_last.shape[1]] if t + 1 < xh.shape[1] else h_last[n]
 
 
 @jit
-def _rnn_forward_body(blk, blocks, xh, xh2, w_ih, w_t, b, gates, gates2, h_last):
-    """Block ``blk``'s samples through every step: ``gates (N, T, H)`` becomes ``h_t``."""
+def _sigmoid_sum(a, s):
+    for j in range(a.shape[0]):
+        a[j] = _sigmoid(a[j] + s[j])
+
+
+@jit
+def _tanh_sum(a, s):
+    for j in range(a.shape[0]):
+        a[j] = _tanh(a[j] + s[j])
+
+
+@jit
+def _rnn_forward_body(blk, blocks, xh, xh2, w_it, w_t, b, gates, gates2, hw, h_last):
+    """Block ``blk``'s samples through every step: ``gates (N, T, H)`` becomes ``h_t``; ``hw
+    (N, H)`` is scratch for ``h_{t-1} W_hh^T``."""
     lo, hi = span(blk, blocks, xh.shape[0])
     if lo >= hi:
         return
-    _project(xh2, w_ih, b, gates2, lo, hi, gates.shape[1])
-    f = w_ih.shape[1]
+    _project(xh2, w_it, b, gates2, lo, hi, gates.shape[1])
+    f = w_it.shape[0]
     for t in range(gates.shape[1]):
         if t > 0:
-            _matmul_add(xh[lo:hi, t, f:], w_t, gates[lo:hi, t])
+            _matmul_set(xh[lo:hi, t, f:f + w_t.shape[0]], w_t, hw[lo:hi])
         for n in range(lo, hi):
             row = gates[n, t]
-            _tanh_in_place(row)
+            if t > 0:
+                _tanh_sum(row, hw[n])
+            else:
+                _tanh_in_place(row)
             out = _h_out(xh, h_last, n, t, f)
             for j in range(out.shape[0]):
                 out[j] = row[j]
 
 
 @jit
-def _lstm_cell(row, c_prev, c, h):
-    """``c = f c_prev + i g``, ``h = o tanh(c)`` from the activated gates ``row (4H,)``."""
+def _lstm_cell(row, c_prev, c, tc, h):
+    """``c = f c_prev + i g``, ``tc = tanh(c)`` (kept for the backward pass), ``h = o tc`` from the
+    activated gates ``row (4H,)``; two loops, so that each vectorises."""
     n_h = c.shape[0]
     for j in range(n_h):
-        cv = row[n_h + j] * c_prev[j] + row[j] * row[2 * n_h + j]
-        c[j] = cv
-        h[j] = row[3 * n_h + j] * _tanh(cv)
+        c[j] = row[n_h + j] * c_prev[j] + row[j] * row[2 * n_h + j]
+    for j in range(n_h):
+        t = _tanh(c[j])
+        tc[j] = t
+        h[j] = row[3 * n_h + j] * t
 
 
 @jit
-def _lstm_forward_body(blk, blocks, xh, xh2, w_ih, w_t, b, gates, gates2, cs, h_last):
+def _lstm_forward_body(blk, blocks, xh, xh2, w_it, w_t, b, gates, gates2, hw, cs, tc, h_last):
     """Block ``blk``'s samples through every step: ``gates (N, T, 4H)`` becomes the activated
-    gates, ``cs (N, T + 1, H)`` gets ``c_t`` at ``t + 1``."""
+    gates, ``cs (N, T + 1, H)`` gets ``c_t`` at ``t + 1``, ``tc (N, T, H)`` ``tanh(c_t)``; ``hw
+    (N, 4H)`` is scratch for ``h_{t-1} W_hh^T`` (added in the gate loops: set into a small
+    contiguous array, then read once, it was faster than added onto ``gates``' scattered rows)."""
     lo, hi = span(blk, blocks, xh.shape[0])
     if lo >= hi:
         return
-    _project(xh2, w_ih, b, gates2, lo, hi, gates.shape[1])
-    f, n_h = w_ih.shape[1], cs.shape[2]
+    _project(xh2, w_it, b, gates2, lo, hi, gates.shape[1])
+    f, n_h = w_it.shape[0], cs.shape[2]
     for t in range(gates.shape[1]):
         if t > 0:
-            _matmul_add(xh[lo:hi, t, f:], w_t, gates[lo:hi, t])
+            _matmul_set(xh[lo:hi, t, f:f + w_t.shape[0]], w_t, hw[lo:hi])
         for n in range(lo, hi):
             row = gates[n, t]
-            _sigmoid_in_place(row[:2 * n_h])
-            _tanh_in_place(row[2 * n_h:3 * n_h])
-            _sigmoid_in_place(row[3 * n_h:])
-            _lstm_cell(row, cs[n, t], cs[n, t + 1], _h_out(xh, h_last, n, t, f))
+            if t > 0:
+                s = hw[n]
+                _sigmoid_sum(row[:2 * n_h], s[:2 * n_h])
+                _tanh_sum(row[2 * n_h:3 * n_h], s[2 * n_h:3 * n_h])
+                _sigmoid_sum(row[3 * n_h:], s[3 * n_h:])
+            else:
+                _sigmoid_in_place(row[:2 * n_h])
+                _tanh_in_place(row[2 * n_h:3 * n_h])
+                _sigmoid_in_place(row[3 * n_h:])
+            _lstm_cell(row, cs[n, t], cs[n, t + 1], tc[n, t], _h_out(xh, h_last, n, t, f))
 
 
 @jit
@@ -357,7 +465,7 @@ def _gru_new(row, gh, h_prev, h):
 
 
 @jit
-def _gru_forward_body(blk, blocks, xh, xh2, w_ih, w_t, b, b_hh, gates, gates2, gh, h_last):
+def _gru_forward_body(blk, blocks, xh, xh2, w_it, w_t, b, b_hh, gates, gates2, gh, h_last):
     """Block ``blk``'s samples through every step: ``gates (N, T, 3H)`` (projected with ``b``:
     ``b_ih`` plus ``b_hr``, ``b_hz``) becomes ``r, z, n``; ``gh (N, T, 3H)`` gets
     ``h_{t-1} W_hh^T``, plus ``b_hn`` in its n part (the reset gate's gradient needs it);
@@ -365,13 +473,14 @@ def _gru_forward_body(blk, blocks, xh, xh2, w_ih, w_t, b, b_hh, gates, gates2, g
     lo, hi = span(blk, blocks, xh.shape[0])
     if lo >= hi:
         return
-    _project(xh2, w_ih, b, gates2, lo, hi, gates.shape[1])
-    f, n_h = w_ih.shape[1], h_last.shape[1]
+    _project(xh2, w_it, b, gates2, lo, hi, gates.shape[1])
+    f, n_h = w_it.shape[0], h_last.shape[1]
     for t in range(gates.shape[1]):
         ghb = gh[lo:hi, t]
-        ghb[:] = 0.0
         if t > 0:
-            _matmul_add(xh[lo:hi, t, f:], w_t, ghb)
+            _matmul_set(xh[lo:hi, t, f:f + w_t.shape[0]], w_t, ghb)
+        else:
+            ghb[:] = 0.0
         for n in range(lo, hi):
             row, hrow = gates[n, t], gh[n, t]
             if b_hh.shape[0] > 0:
@@ -380,7 +489,7 @@ def _gru_forward_body(blk, blocks, xh, xh2, w_ih, w_t, b, b_hh, gates, gates2, g
             for j in range(2 * n_h):
                 row[j] += hrow[j]
             _sigmoid_in_place(row[:2 * n_h])
-            _gru_new(row, hrow, xh[n, t, f:], _h_out(xh, h_last, n, t, f))
+            _gru_new(row, hrow, xh[n, t, f:f + n_h], _h_out(xh, h_last, n, t, f))
 
 
 _rnn_forward_blocks = parallel(_rnn_forward_body)
@@ -407,37 +516,48 @@ def _start(dy, dh, t, lo, hi, steps):
 
 
 @jit
-def _weights(dgi2, dgh2, merged, xh2, w_ih, blk, lo, hi, steps, need_dx, dx2, pw, pb):
-    """After a block's steps: its samples' ``dx = dg_i W_ih`` (one GEMM), and its share of the
-    weights' and biases' gradients, ``pw[blk] = [dg_i^T x, dg_h^T h_prev]`` (one GEMM over
-    ``[x_t, h_{t-1}]`` when the two sides' gradients are the same array, ``merged``) and
-    ``pb[blk] = [Σ dg_i, Σ dg_h]``. The arrays are ``(N·T, .)``."""
-    f, rows = w_ih.shape[1], dgi2.shape[1]
-    xb = xh2[lo * steps:hi * steps]
-    di = dgi2[lo * steps:hi * steps]
-    dj = dgh2[lo * steps:hi * steps]
+def _dx_and_biases(di, dj, merged, w_ih, blk, need_dx, dx, pb):
+    """A block's ``dx = dg_i W_ih`` (one GEMM) and its share of the biases' gradients,
+    ``pb[blk] = [Σ dg_i, Σ dg_h]`` (the same when ``merged``), over its rows of ``(N·T, .)``."""
     if need_dx:
-        gemm(False, False, 1.0, di, w_ih, 0.0, dx2[lo * steps:hi * steps])
-    w = pw[blk]
-    if merged:
-        gemm(True, False, 1.0, di, xb, 0.0, w)
-    else:
-        gemm(True, False, 1.0, di, xb[:, :f], 0.0, w[:, :f])
-        gemm(True, False, 1.0, dj, xb[:, f:], 0.0, w[:, f:])
+        gemm(False, False, 1.0, di, w_ih, 0.0, dx)
+    rows = di.shape[1]
     bi, bh = pb[blk, 0], pb[blk, 1]
     for j in range(rows):
         bi[j] = 0.0
         bh[j] = 0.0
     for r in range(di.shape[0]):
-        a, c = di[r], dj[r]
+        a = di[r]
         for j in range(rows):
             bi[j] += a[j]
         if not merged:
+            c = dj[r]
             for j in range(rows):
                 bh[j] += c[j]
     if merged:
         for j in range(rows):
             bh[j] = bi[j]
+
+
+@jit
+def _weights(dg2, xh2, w_ih, blk, lo, hi, steps, need_dx, dx2, pw, pb):
+    """After a block's steps (rnn, lstm: the input and hidden sides share ``dg``): its samples'
+    ``dx``, and its share of the weights' gradient, ``pw[blk] = dg^T [x, h_prev]``, ``dW_ih`` and
+    ``dW_hh`` side by side in one product over ``xh``'s rows (padded to whole tiles)."""
+    rows = slice(lo * steps, hi * steps)
+    _matmul_set_at(dg2[rows], xh2[rows], pw[blk])
+    _dx_and_biases(dg2[rows], dg2[rows], True, w_ih, blk, need_dx, dx2[rows], pb)
+
+
+@jit
+def _weights_gru(dgi2, dgh2, xh2, w_ih, units, blk, lo, hi, steps, need_dx, dx2, pw, pb):
+    """``_weights`` for a gru, whose two sides' gradients differ: ``dW_ih = dg_i^T x`` and
+    ``dW_hh = dg_h^T h_prev``, two GEMMs."""
+    rows = slice(lo * steps, hi * steps)
+    f, xb, w = w_ih.shape[1], xh2[rows], pw[blk]
+    gemm(True, False, 1.0, dgi2[rows], xb[:, :f], 0.0, w[:, :f])
+    gemm(True, False, 1.0, dgh2[rows], xb[:, f:f + units], 0.0, w[:, f:f + units])
+    _dx_and_biases(dgi2[rows], dgh2[rows], False, w_ih, blk, need_dx, dx2[rows], pb)
 
 
 @jit
@@ -458,20 +578,19 @@ def _rnn_backward_body(blk, blocks, dy, xh, xh2, w_ih, w_hh, gates, dg, dg2, dh,
             for j in range(d.shape[0]):
                 out[j] = d[j] * (one - h[j] * h[j])
         if t > 0:
-            dh[lo:hi] = 0.0
-            _matmul_add(dg[lo:hi, t], w_hh, dh[lo:hi])
-    _weights(dg2, dg2, True, xh2, w_ih, blk, lo, hi, xh.shape[1], need_dx, dx2, pw, pb)
+            _matmul_set(dg[lo:hi, t], w_hh, dh[lo:hi])
+    _weights(dg2, xh2, w_ih, blk, lo, hi, xh.shape[1], need_dx, dx2, pw, pb)
 
 
 @jit
-def _lstm_cell_backward(row, c_prev, c, dh, dc, out):
+def _lstm_cell_backward(row, c_prev, tc, dh, dc, out):
     """One step of one sample: ``out (4H,)`` gets the gates' pre-activation gradients; ``dc``
     comes in as the gradient from step t+1 (``dc_{t+1} f_{t+1}``) and leaves as this step's
     share for step t-1. Two loops, each with few enough arrays to vectorise."""
-    n_h = c.shape[0]
-    one = c.dtype.type(1.0)
+    n_h = tc.shape[0]
+    one = tc.dtype.type(1.0)
     for j in range(n_h):
-        og, tcv, d = row[3 * n_h + j], _tanh(c[j]), dh[j]
+        og, tcv, d = row[3 * n_h + j], tc[j], dh[j]
         dc[j] += d * og * (one - tcv * tcv)
         out[3 * n_h + j] = d * tcv * og * (one - og)
     for j in range(n_h):
@@ -483,7 +602,8 @@ def _lstm_cell_backward(row, c_prev, c, dh, dc, out):
 
 
 @jit
-def _lstm_backward_body(blk, blocks, dy, xh, xh2, w_ih, w_hh, gates, cs, dg, dg2, dh, dc, need_dx, dx2, pw, pb):
+def _lstm_backward_body(blk, blocks, dy, xh, xh2, w_ih, w_hh, gates, cs, tc, dg, dg2, dh, dc, need_dx, dx2, pw,
+                        pb):
     """Block ``blk``'s samples back through every step: ``dg (N, T, 4H)`` gets the gradient of
     each step's gate pre-activations; ``dh``, ``dc (N, H)`` are scratch."""
     lo, hi = span(blk, blocks, xh.shape[0])
@@ -496,11 +616,10 @@ def _lstm_backward_body(blk, blocks, dy, xh, xh2, w_ih, w_hh, gates, cs, dg, dg2
     for t in range(dg.shape[1] - 1, -1, -1):
         _start(dy, dh, t, lo, hi, xh.shape[1])
         for n in range(lo, hi):
-            _lstm_cell_backward(gates[n, t], cs[n, t], cs[n, t + 1], dh[n], dc[n], dg[n, t])
+            _lstm_cell_backward(gates[n, t], cs[n, t], tc[n, t], dh[n], dc[n], dg[n, t])
         if t > 0:
-            dh[lo:hi] = 0.0
-            _matmul_add(dg[lo:hi, t], w_hh, dh[lo:hi])
-    _weights(dg2, dg2, True, xh2, w_ih, blk, lo, hi, xh.shape[1], need_dx, dx2, pw, pb)
+            _matmul_set(dg[lo:hi, t], w_hh, dh[lo:hi])
+    _weights(dg2, xh2, w_ih, blk, lo, hi, xh.shape[1], need_dx, dx2, pw, pb)
 
 
 @jit
@@ -540,10 +659,10 @@ def _gru_backward_body(blk, blocks, dy, xh, xh2, w_ih, w_hh, gates, gh, dgi, dgi
     for t in range(dgi.shape[1] - 1, -1, -1):
         _start(dy, dh, t, lo, hi, xh.shape[1])
         for n in range(lo, hi):
-            _gru_cell_backward(gates[n, t], gh[n, t], xh[n, t, f:], dh[n], dgi[n, t], dgh[n, t])
+            _gru_cell_backward(gates[n, t], gh[n, t], xh[n, t, f:f + w_hh.shape[1]], dh[n], dgi[n, t], dgh[n, t])
         if t > 0:
             _matmul_add(dgh[lo:hi, t], w_hh, dh[lo:hi])
-    _weights(dgi2, dgh2, False, xh2, w_ih, blk, lo, hi, xh.shape[1], need_dx, dx2, pw, pb)
+    _weights_gru(dgi2, dgh2, xh2, w_ih, w_hh.shape[1], blk, lo, hi, xh.shape[1], need_dx, dx2, pw, pb)
 
 
 _rnn_backward_blocks = parallel(_rnn_backward_body)
@@ -552,6 +671,12 @@ _gru_backward_blocks = parallel(_gru_backward_body)
 
 
 # ----------------------------------------------------------------------------- entry points
+
+def _width(f, units):
+    """The columns of ``xh``: ``[x_t, h_{t-1}]`` padded with zeros to whole tiles (16), so that
+    the weights' gradient over it is tiles only."""
+    return -(-(f + units) // 16) * 16
+
 
 def _blocks(n, steps, rows, units):
     """One block of samples per thread, or one block for a small recurrence."""
@@ -570,12 +695,14 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, cell, sequences):
     rows, units = w_hh.shape
     dtype = x.dtype
     w_ih, w_hh = np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh)
-    xh = np.empty((n, steps, f + units), dtype)
+    width = _width(f, units)
+    xh = np.empty((n, steps, width), dtype)
     xh[:, :, :f] = x
     xh[:, 0, f:] = 0.0
+    xh[:, 1:, f + units:] = 0.0
     bias = b_ih.shape[0] > 0
     if not bias:
-        b = b_ih
+        b = np.zeros(rows, dtype)
     elif cell == GRU:       # b_hn stays inside the reset product
         b = b_ih.copy()
         b[:2 * units] += b_hh[:2 * units]
@@ -585,21 +712,22 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, cell, sequences):
     h_last = np.empty((n, units), dtype)
     w_t = np.ascontiguousarray(w_hh.T)
     blocks = _blocks(n, steps, rows, units)
-    common = (blocks, xh, xh.reshape(n * steps, f + units), w_ih, w_t, b)
+    common = (blocks, xh, xh.reshape(n * steps, width), np.ascontiguousarray(w_ih.T), w_t, b)
     flat = gates.reshape(n * steps, rows)
     if cell == RNN:
         aux = np.empty((0, 0, 0), dtype)
-        _rnn_forward_blocks(blocks, common + (gates, flat, h_last))
+        _rnn_forward_blocks(blocks, common + (gates, flat, np.empty((n, rows), dtype), h_last))
     elif cell == LSTM:
         aux = np.empty((n, steps + 1, units), dtype)        # c_t at t + 1
         aux[:, 0] = 0.0
-        _lstm_forward_blocks(blocks, common + (gates, flat, aux, h_last))
+        aux = (aux, np.empty((n, steps, units), dtype))     # and tanh(c_t)
+        _lstm_forward_blocks(blocks, common + (gates, flat, np.empty((n, rows), dtype)) + aux + (h_last,))
     else:
         aux = np.empty((n, steps, rows), dtype)             # h_{t-1} W_hh^T (+ b_hn)
         _gru_forward_blocks(blocks, common + (b_hh, gates, flat, aux, h_last))
     if sequences:
         y = np.empty((n, steps, units), dtype)
-        y[:, :-1] = xh[:, 1:, f:]
+        y[:, :-1] = xh[:, 1:, f:f + units]
         y[:, -1] = h_last
     else:
         y = h_last
@@ -615,7 +743,7 @@ def recurrent_backward(dy, cache, w_ih, w_hh, cell, need_dx, bias):
     them (the biases' None without ``bias``).
     """
     xh, gates, aux, f = cache
-    n, steps, _ = xh.shape
+    n, steps, width = xh.shape
     rows, units = w_hh.shape
     dtype = xh.dtype
     w_ih, w_hh = np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh)
@@ -623,16 +751,16 @@ def recurrent_backward(dy, cache, w_ih, w_hh, cell, need_dx, bias):
     dh = np.empty((n, units), dtype)
     dx = np.empty((n if need_dx else 0, steps, f), dtype)
     blocks = _blocks(n, steps, rows, units)
-    pw = np.empty((blocks, rows, f + units), dtype)
+    pw = np.empty((blocks, rows, width), dtype)
     pb = np.empty((blocks, 2, rows), dtype)
     dgi = np.empty((n, steps, rows), dtype)
-    common = (blocks, dy, xh, xh.reshape(n * steps, f + units), w_ih, w_hh, gates)
+    common = (blocks, dy, xh, xh.reshape(n * steps, width), w_ih, w_hh, gates)
     tail = (need_dx, dx.reshape(-1, f), pw, pb)
     if cell == RNN:
         _rnn_backward_blocks(blocks, common + (dgi, dgi.reshape(n * steps, rows), dh) + tail)
     elif cell == LSTM:
         dc = np.empty((n, units), dtype)
-        _lstm_backward_blocks(blocks, common + (aux, dgi, dgi.reshape(n * steps, rows), dh, dc) + tail)
+        _lstm_backward_blocks(blocks, common + aux + (dgi, dgi.reshape(n * steps, rows), dh, dc) + tail)
     else:
         dgh = np.empty((n, steps, rows), dtype)
         _gru_backward_blocks(blocks, common + (aux, dgi, dgi.reshape(n * steps, rows), dgh,
@@ -641,6 +769,6 @@ def recurrent_backward(dy, cache, w_ih, w_hh, cell, need_dx, bias):
     w, b = pw[0], pb[0]
     for blk in range(1, blocks):
         w, b = w + pw[blk], b + pb[blk]
-    dw_ih, dw_hh = np.ascontiguousarray(w[:, :f]), np.ascontiguousarray(w[:, f:])
+    dw_ih, dw_hh = np.ascontiguousarray(w[:, :f]), np.ascontiguousarray(w[:, f:f + units])
     db_ih, db_hh = (b[0].copy(), b[1].copy()) if bias else (None, None)
     return (dx if need_dx else None), dw_ih, dw_hh, db_ih, db_hh
