@@ -23,8 +23,12 @@ import numpy as np
 
 from .kernels.dropout import GAMMA, M1, splitmix64
 
-SKIP_MODES = ("add", "subtract", "multiply", "overwrite", "mean")
-LOOP_MODES = ("mean", "add", "subtract", "multiply", "overwrite")
+# how ``acc`` combines what arrives at a layer: the one list of accumulation modes. Skips and
+# loopbacks take any; a feedback block's (``layers.Feedback``) all but "overwrite", which would
+# drop the block's input or its earlier passes
+MODES = ("add", "subtract", "multiply", "overwrite", "mean")
+SKIP_MODES = LOOP_MODES = MODES
+BLOCK_MODES = tuple(m for m in MODES if m != "overwrite")
 
 
 class Apply(NamedTuple):

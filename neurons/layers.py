@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ._tree import empty
+from .graph import BLOCK_MODES
 from .activations import Activation, activation as _activation
 from .kernels import activations as kact
 from .kernels import batchnorm as kbn
@@ -428,9 +429,6 @@ def state_shapes(spec, in_shape):
     """The shapes of ``init_state(spec, in_shape, ...)``."""
     shapes = getattr(spec, "state_shapes", None)
     return shapes(in_shape) if shapes is not None else ()
-
-
-BLOCK_MODES = ("add", "subtract", "multiply", "mean")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
 """Stateless ``@njit`` kernels: each layer's forward pass and its gradients.
 
 Arrays in, arrays out; the dtype follows the inputs (float32 and float64 both compile).
-Nothing here knows about ``Network``. Every module is ``<op>.py`` with ``<op>_forward`` and
-``<op>_backward(dy, ...)``.
+Nothing here knows about ``Network``. A layer's module (``dense``, ``conv``, ``deconv``,
+``maxpool``, ``batchnorm``, ``recurrent``, ``activations``) has its forward pass (``<op>_forward``;
+batchnorm's in a train and an eval form) and ``<op>_backward(dy, ...)``; ``dropout`` draws masks;
+``conv`` picks, by one table, among ``conv_direct``, ``conv_gemm`` and ``conv_strided``
+(``conv_planes`` holds what they share). The rest serve them: ``objectives`` (losses and their
+gradients), ``optim`` (the optimizers' update loops), ``blas`` (GEMM from inside kernels),
+``_blocks`` (parallel loops over blocks of work) and ``_config`` (the compile options).
 
 The on-disk compile cache is put in a folder keyed by Numba's version and threading settings:
 a cache built under another threading layer or thread count was seen to crash a process. A

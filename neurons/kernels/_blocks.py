@@ -2,7 +2,7 @@
 
 A kernel that splits its work into blocks is a ``jit`` function ``body(blk, *args)`` doing block
 ``blk``'s share (arrays and scalars only), its loop ``_x_blocks = parallel(_x_body)``, and plain
-Python that allocates the outputs and calls ``_x_blocks(blocks, args)`` (see ``conv.py``).
+Python that allocates the outputs and calls ``_x_blocks(blocks, args)`` (``dense.py`` is the shortest example).
 
 Why: Numba compiles a ``prange`` kernel as two functions (the kernel and its outlined loop body)
 and links every function they call into both, optimising and emitting the callees' machine code
