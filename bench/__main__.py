@@ -41,9 +41,10 @@ def _env(threads, cache=None):
 
 
 def _worker(framework, arch, batch, data, threads):
-    out = subprocess.run([sys.executable, "-m", "bench.worker", framework, arch, str(batch), "--data", data,
-                          "--threads", str(threads)], capture_output=True, text=True, cwd=ROOT,
-                         env=_env(threads))
+    loop = framework == "neurons-loop"
+    out = subprocess.run([sys.executable, "-m", "bench.worker", framework.split("-")[0], arch, str(batch),
+                          "--data", data, "--threads", str(threads)] + ["--loop"] * loop,
+                         capture_output=True, text=True, cwd=ROOT, env=_env(threads))
     if out.returncode != 0:
         raise RuntimeError(f"{framework} {arch} {batch} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -83,7 +84,7 @@ def matmul_peak(threads):
 
 
 def main(argv=None):
-    from bench.archs import NAMES, train_flops
+    from bench.archs import FIXED_BATCH, NAMES, train_flops
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     p.add_argument("--data", default=None)
     p.add_argument("--archs", default=",".join(NAMES))
@@ -92,6 +93,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-cold", action="store_true")
+    p.add_argument("--loop", action="store_true",
+                   help="also time neurons' hand-written step loop (what learn adds on top of it)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     data = _data_dir(args.data)
@@ -99,6 +102,7 @@ def main(argv=None):
     batches = [int(b) for b in args.batches.split(",")]
     torch = not args.no_torch and importlib.util.find_spec("torch") is not None
     frameworks = ["neurons", "torch"] if torch else ["neurons"]
+    frameworks += ["neurons-loop"] if args.loop else []
     if not torch:
         print("PyTorch is not installed: its column is skipped")
     peak = matmul_peak(args.threads)
@@ -106,7 +110,7 @@ def main(argv=None):
 
     rows = []
     for arch in archs:
-        for batch in batches:
+        for batch in [FIXED_BATCH[arch]] if arch in FIXED_BATCH else batches:
             runs = {fw: [] for fw in frameworks}
             for rep in range(args.reps):
                 for fw in (frameworks if rep % 2 == 0 else frameworks[::-1]):
@@ -117,12 +121,13 @@ def main(argv=None):
                 row[fw] = {"epoch_s": statistics.median(ep), "min_s": min(ep), "max_s": max(ep),
                            "infer_images_per_s": statistics.median(r["infer_images_per_s"] for r in rs),
                            "peak_rss_mb": max(r["peak_rss_mb"] for r in rs), "runs": rs}
-            flops = train_flops(arch, batch) * (60000 / batch)
+            flops = train_flops(arch, batch) * (runs["neurons"][0]["samples"] / batch)
             row["neurons"]["gflops"] = flops / row["neurons"]["epoch_s"] / 1e9
             if torch:
                 row["ratio"] = row["neurons"]["epoch_s"] / row["torch"]["epoch_s"]
             rows.append(row)
             t = (f" | torch {row['torch']['epoch_s']:.2f} s | ratio {row['ratio']:.2f}" if torch else "")
+            t += f" | hand loop {row['neurons-loop']['epoch_s']:.3f} s" if args.loop else ""
             print(f"{arch:<11} batch {batch:>3}: neurons {row['neurons']['epoch_s']:.2f} s "
                   f"[{row['neurons']['min_s']:.2f}-{row['neurons']['max_s']:.2f}]{t}", flush=True)
 

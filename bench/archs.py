@@ -2,12 +2,24 @@
 import neurons
 from neurons.layers import Convolution
 
-NAMES = ("quickstart", "tiny3conv", "mlp", "lenet", "loop", "feedback", "bncnn", "lstm")
+NAMES = ("quickstart", "tiny3conv", "mlp", "lenet", "loop", "feedback", "bncnn", "lstm", "cifar", "iris-b1")
+# what each network trains on (``bench/worker.py`` builds it): MNIST's 60,000 images unless named
+# here; "cifar" on random CIFAR-shaped images (10,000: an epoch of 60,000 would take minutes), "iris-b1"
+# on the 120 training flowers of the iris example's split, at batch 1 (the per-step overhead)
+INPUTS = {"mlp": "flat", "lstm": "rows", "cifar": "cifar", "iris-b1": "iris"}
+FIXED_BATCH = {"iris-b1": 1}
 
 
 def neurons_net(name, dtype="float32"):
     n = neurons.Network((1, 28, 28), dtype)
-    if name == "quickstart":
+    if name == "cifar":           # conv 32-32 -> pool -> conv 64-64 -> pool -> dense 256 -> dense 10
+        n = neurons.Network((3, 32, 32), dtype)
+        for filters in (32, 32, "pool", 64, 64, "pool"):
+            n = n.maxpool(2) if filters == "pool" else n.convolution(filters, 3, padding=1, activation="relu", bias=True)
+        n = n.dense(256, "relu").dense(10, "softmax")
+    elif name == "iris-b1":       # the Rust original's iris example: 4 -> 50 -> 50 -> 3
+        n = neurons.Network((4,), dtype).dense(50, "relu").dense(50, "relu").dense(3, "softmax")
+    elif name == "quickstart":
         n = n.convolution(5, 3, padding=1, activation="relu").maxpool(2).dense(100, "relu", bias=False)
         n = n.dense(10, "softmax", bias=False)
     elif name == "bncnn":         # the quickstart CNN with batch normalization after the conv and the dense
@@ -73,6 +85,12 @@ def torch_net(name):
         def forward(self, x):
             return self.out(self.lstm(x)[0][:, -1])
 
+    if name == "cifar":
+        return nn.Sequential(conv(3, 32, True), nn.ReLU(), conv(32, 32, True), nn.ReLU(), nn.MaxPool2d(2),
+                             conv(32, 64, True), nn.ReLU(), conv(64, 64, True), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(4096, 256), nn.ReLU(), nn.Linear(256, 10))
+    if name == "iris-b1":
+        return nn.Sequential(nn.Linear(4, 50), nn.ReLU(), nn.Linear(50, 50), nn.ReLU(), nn.Linear(50, 3))
     if name == "quickstart":
         return nn.Sequential(conv(1, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(980, 100, bias=False),
                              nn.ReLU(), nn.Linear(100, 10, bias=False))
