@@ -10,8 +10,10 @@ from .activations import Activation
 from .io import load, save
 from .network import Loopback, Network, Skip
 from .objectives import Objective
+from .sweep import SweepError, sweep  # Dask itself is imported by sweep() only
 from .training import History, Trained, TrainingError, TrainingInterrupted
 
 __version__ = "0.1.0"
 __all__ = ["Network", "Trained", "History", "TrainingError", "TrainingInterrupted", "Activation", "Objective", "Skip", "Loopback",
-           "activations", "objectives", "optimizers", "schedules", "layers", "datasets", "save", "load"]
+           "activations", "objectives", "optimizers", "schedules", "layers", "datasets", "save", "load",
+           "sweep", "SweepError"]

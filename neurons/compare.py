@@ -8,7 +8,11 @@ inference and measuring again. Results are plain JSON; ``plot`` draws them.
 
     results = compare.study(compare.architectures("cnn", (1, 28, 28), 10), data, runs=3, epochs=5)
     compare.save(results, "compare.json"); compare.plot(results, "plots/")
+
+``study_sweep`` runs the same study on a Dask cluster through ``neurons.sweep``, one run per
+config, each worker loading the data set itself (``dataset``).
 """
+import functools
 import json
 import time
 
@@ -92,24 +96,109 @@ def study(networks, data, runs=3, epochs=5, batch=32, seed=0, patience=None, log
     for name, net in networks.items():
         results[name] = []
         for run in range(runs):
-            t0 = time.perf_counter()
-            validation = (xv, yv, patience) if patience else (xv, yv)
-            trained = net.learn(x, y, validation=validation, batch=batch, epochs=epochs, seed=seed + run)
-            loss, acc = trained.evaluate(xt, yt)
-            probed = {}
-            for pname, pnet in probes(net).items():
-                ploss, pacc = pnet.evaluate(trained.params, xt, yt, state=trained.state)
-                probed[pname] = {"loss": ploss, "accuracy": pacc}
-            entry = {"run": run, "seed": seed + run, "history": trained.history.as_dict(),
-                     "test_loss": loss, "test_accuracy": acc, "probes": probed,
-                     "parameters": net.parameters, "seconds": time.perf_counter() - t0}
+            entry = _train(net, data, run, seed + run, epochs, batch, patience)
             results[name].append(entry)
-            if log:
-                extra = "".join(f", {k} {100 * v['accuracy']:.2f}%" for k, v in probed.items())
-                log(f"{name:<16} run {run + 1}/{runs}: test accuracy {100 * acc:.2f}%{extra} "
-                    f"({np.mean(trained.history.train_time):.2f} s/epoch train)")
-    return {"config": {"runs": runs, "epochs": epochs, "batch": batch, "seed": seed,
-                       "samples": {"train": len(x), "validation": len(xv), "test": len(xt)},
+            _log(log, name, entry, runs)
+    return _assemble(networks, results, runs, epochs, batch, seed, {"train": len(x), "validation": len(xv),
+                                                                    "test": len(xt)})
+
+
+def study_sweep(kind, input_shape, outputs, data, names=None, runs=3, epochs=5, batch=32, seed=0, patience=None,
+                width=None, client=None, workers=None, results=None, progress=None, log=print):
+    """``study`` with every run a config of ``neurons.sweep``: on a Dask cluster, each run in a
+    worker process of its own, the finished ones kept in ``results`` (JSON lines) for a rerun.
+
+    The networks are ``architectures(kind, input_shape, outputs, width=width)`` (those in
+    ``names``, default all) and ``data`` names a data set that each worker loads itself
+    (``dataset``). ``client``, ``workers``, ``results``, ``progress``: as for ``neurons.sweep``.
+    Returns what ``study`` returns, with the runs in the same order.
+    """
+    from .sweep import sweep
+
+    networks = architectures(kind, tuple(input_shape), outputs, width=width)
+    names = list(networks) if names is None else list(names)
+    unknown = [n for n in names if n not in networks]
+    if unknown:
+        raise ValueError(f"unknown architectures {unknown}; the study has {list(networks)}")
+    networks = {n: networks[n] for n in names}
+    configs = [{"kind": kind, "input_shape": list(input_shape), "outputs": outputs, "width": width,
+                "network": name, "data": data, "run": r, "seed": seed + r, "epochs": epochs, "batch": batch,
+                "patience": patience} for name in names for r in range(runs)]
+    done = sweep(run_config, configs, client=client, results=results, workers=workers, progress=progress)
+    out, samples = {name: [] for name in names}, None
+    for config, entry in zip(configs, done):
+        samples = entry.pop("samples")
+        out[config["network"]].append(entry)
+        _log(log, config["network"], entry, runs)
+    return _assemble(networks, out, runs, epochs, batch, seed, samples)
+
+
+def run_config(config):
+    """One run of ``study_sweep``: a module-level function, so that a Dask worker can import it.
+
+    ``config``: the architecture (``kind``, ``input_shape``, ``outputs``, ``width``,
+    ``network``), the ``data`` set's description (see ``dataset``), ``run``, ``seed``, ``epochs``,
+    ``batch``, ``patience``. Returns the run's entry of the study, plus the data's ``samples``.
+    """
+    net = architectures(config["kind"], tuple(config["input_shape"]), config["outputs"],
+                        width=config["width"])[config["network"]]
+    data = dataset(config["data"])
+    # no bars: the workers share the terminal of the process that started them
+    entry = _train(net, data, config["run"], config["seed"], config["epochs"], config["batch"], config["patience"],
+                   progress=False)
+    x, _, xv, _, xt, _ = data
+    return {**entry, "samples": {"train": len(x), "validation": len(xv), "test": len(xt)}}
+
+
+@functools.lru_cache(maxsize=2)
+def _load(name, root):
+    from . import datasets
+    loaders = {"mnist": lambda: datasets.mnist(root), "fashion": lambda: datasets.fashion_mnist(root),
+               "mnist_subset": datasets.mnist_subset}
+    if name not in loaders:
+        raise ValueError(f"data set must be one of {sorted(loaders)}, got {name!r}")
+    return loaders[name]()
+
+
+def dataset(spec):
+    """``(x, y, x_val, y_val, x_test, y_test)`` for ``spec`` ``{"set": "mnist" | "fashion" |
+    "mnist_subset", "root": folder or None (NEURONS_DATA), "validation": 5000, "train": None}``:
+    the last ``validation`` training images validate, and the first ``train`` of the rest train
+    (all when None). Loaded once per process (a worker running many configs reads it once)."""
+    x, y, xt, yt = _load(spec["set"], spec.get("root"))
+    val = spec.get("validation", 5000)
+    if not 0 < val < len(x):
+        raise ValueError(f"validation must leave training images: {val} of {len(x)}")
+    x, y, xv, yv = x[:-val], y[:-val], x[-val:], y[-val:]
+    train = spec.get("train")
+    return (x, y, xv, yv, xt, yt) if train is None else (x[:train], y[:train], xv, yv, xt, yt)
+
+
+def _train(net, data, run, seed, epochs, batch, patience, progress=None):
+    """One run: train ``net`` with ``seed``, test it, and test its probes on the test set."""
+    x, y, xv, yv, xt, yt = data
+    t0 = time.perf_counter()
+    validation = (xv, yv, patience) if patience else (xv, yv)
+    trained = net.learn(x, y, validation=validation, batch=batch, epochs=epochs, seed=seed, progress=progress)
+    loss, acc = trained.evaluate(xt, yt)
+    probed = {}
+    for pname, pnet in probes(net).items():
+        ploss, pacc = pnet.evaluate(trained.params, xt, yt, state=trained.state)
+        probed[pname] = {"loss": ploss, "accuracy": pacc}
+    return {"run": run, "seed": seed, "history": trained.history.as_dict(),
+            "test_loss": loss, "test_accuracy": acc, "probes": probed,
+            "parameters": net.parameters, "seconds": time.perf_counter() - t0}
+
+
+def _log(log, name, entry, runs):
+    if log:
+        extra = "".join(f", {k} {100 * v['accuracy']:.2f}%" for k, v in entry["probes"].items())
+        log(f"{name:<16} run {entry['run'] + 1}/{runs}: test accuracy {100 * entry['test_accuracy']:.2f}%{extra} "
+            f"({np.mean(entry['history']['train_time']):.2f} s/epoch train)")
+
+
+def _assemble(networks, results, runs, epochs, batch, seed, samples):
+    return {"config": {"runs": runs, "epochs": epochs, "batch": batch, "seed": seed, "samples": samples,
                        "networks": {k: str(v) for k, v in networks.items()}},
             "results": results}
 

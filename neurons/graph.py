@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .kernels.dropout import GAMMA, M1, splitmix64
+from .kernels.dropout import GAMMA, M1, shift, splitmix64
 
 # how ``acc`` combines what arrives at a layer: the one list of accumulation modes. Skips and
 # loopbacks take any; a feedback block's (``layers.Feedback``) all but "overwrite", which would
@@ -188,10 +188,12 @@ def _in_shape(shapes, layers, op):
     return layers[op.layer].inside(shapes[op.layer][0])[op.sub][0]
 
 
-def run_forward(program, layers, shapes, params, x, train=False, seed=0, activate_last=True, running=None):
+def run_forward(program, layers, shapes, params, x, train=False, seed=0, activate_last=True, running=None, row=0):
     """Run the program; returns ``(output, values, caches)``.
 
     ``activate_last=False`` leaves the final layer's activation out (for a fused loss).
+    ``row``: the place of ``x``'s first sample in its batch; the dropout masks are that batch's,
+    from that row on (data-parallel training: a rank's share of the batch).
     ``running``: a dict ``(layer, sub) -> state`` for the layers with running state (batch
     normalization). Each application of such a layer reads its entry and puts back the state it
     hands on (in training the updated one), so a layer applied several times (a loop, a feedback
@@ -212,11 +214,18 @@ def run_forward(program, layers, shapes, params, x, train=False, seed=0, activat
                 values[op.dst], caches[k], running[key] = spec.forward_state(_param(params, op), running[key],
                                                                              xin, train)
             else:
-                values[op.dst], caches[k] = spec.forward(_param(params, op), xin, train, _mix(seed, k), activate)
+                sk = _mix(seed, k) if not row else shift(_mix(seed, k), row * _out_size(shapes, layers, op))
+                values[op.dst], caches[k] = spec.forward(_param(params, op), xin, train, sk, activate)
         else:
             shape = (n,) + op.shape
             values[op.dst] = accumulate(op.mode, [values[s].reshape(shape) for s in op.srcs])
     return values[program.output], values, caches
+
+
+def _out_size(shapes, layers, op):
+    """Values per sample that ``op`` puts out."""
+    shape = shapes[op.layer][1] if op.sub < 0 else layers[op.layer].inside(shapes[op.layer][0])[op.sub][1]
+    return int(np.prod(shape))
 
 
 def run_backward(program, layers, params, values, caches, dout, activate_last=True):

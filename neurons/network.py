@@ -393,12 +393,13 @@ class Network:
         loss, grads, _ = self._loss_grad_state(params, x, y, train, seed, state)
         return loss, grads
 
-    def _loss_grad_state(self, params, x, y, train, seed, state):
-        """``(loss, grads, new_state)`` for checked arguments (``state`` None: the initial one)."""
+    def _loss_grad_state(self, params, x, y, train, seed, state, row=0):
+        """``(loss, grads, new_state)`` for checked arguments (``state`` None: the initial one;
+        ``row``: where ``x`` starts in its batch, for the dropout masks, see ``graph.run_forward``)."""
         fused = self._fused
         stats = self._stats(state)
         out, values, caches = graph.run_forward(self.program, self.layers, self.shapes, params, x, train,
-                                                seed, activate_last=not fused, running=stats)
+                                                seed, activate_last=not fused, running=stats, row=row)
         n = len(x)
         out2 = out.reshape(n, -1)
         if fused:
@@ -462,12 +463,13 @@ class Network:
         return total / len(x), hits / len(x)
 
     def learn(self, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
-              params=None, tol=0.5, checkpoint=None, checkpoint_every=1, resume=None, progress=None, state=None):
+              params=None, tol=0.5, checkpoint=None, checkpoint_every=1, resume=None, progress=None, state=None,
+              comm=None):
         """Train with minibatches; returns ``Trained`` (params, state, history). See ``neurons.training.learn``."""
         from .training import learn
         return learn(self, x, y, validation=validation, batch=batch, epochs=epochs, print_every=print_every,
                      seed=seed, shuffle=shuffle, params=params, tol=tol, checkpoint=checkpoint,
-                     checkpoint_every=checkpoint_every, resume=resume, progress=progress, state=state)
+                     checkpoint_every=checkpoint_every, resume=resume, progress=progress, state=state, comm=comm)
 
     # ------------------------------------------------------------------ checks
 

@@ -6,6 +6,8 @@ seed, data and thread count give the same params, bit for bit.
 
 Early stopping (the original's rule): stop once the validation loss has risen ``patience``
 epochs in a row; the params with the lowest validation loss are the ones returned.
+
+``comm=`` (an mpi4py communicator) trains data-parallel: ``neurons._mpi`` says how.
 """
 import contextlib
 from dataclasses import dataclass, field
@@ -116,7 +118,7 @@ def _validation(net, validation):
 
 def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, seed=0, shuffle=True,
           params=None, tol=0.5, out=None, checkpoint=None, checkpoint_every=1, resume=None, progress=None,
-          state=None):
+          state=None, comm=None):
     """Train ``net`` on ``(x, y)``; returns ``Trained``.
 
     ``validation``: ``(x_val, y_val)`` or ``(x_val, y_val, patience)``. ``params``: start from
@@ -135,7 +137,20 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     non-finite, raises ``TrainingError`` and Ctrl-C raises ``TrainingInterrupted`` (a
     ``KeyboardInterrupt``); either carries ``.result``, the ``Trained`` with the params of the
     last finished step (always finite) and the history of the finished epochs.
+
+    ``comm=MPI.COMM_WORLD`` (mpi4py; run under ``mpiexec``): data-parallel training. Every rank
+    passes the same network, data and settings (else a ``ValueError`` on every rank); the run
+    starts from rank 0's params (or its ``resume``); each rank computes the gradient of its share
+    of every batch and one ``Allreduce`` gives the mean over the whole batch, with the shuffling
+    and dropout masks of the one-process run, so every rank ends with the same params, equal to
+    the one-process run's up to rounding. Validation is split across the ranks; only rank 0
+    prints, shows progress and writes checkpoints. Batch normalization is refused.
     """
+    dp = None
+    if comm is not None:     # agree on everything first: a check failing on one rank alone would hang the others
+        from ._mpi import DataParallel
+        dp = DataParallel(comm)
+        dp.agree(net, x, y, validation, batch=batch, epochs=epochs, seed=seed, shuffle=shuffle, tol=tol)
     x = net.check_x(x)
     y = net.check_y(y, len(x))
     xv, yv, patience = _validation(net, validation)
@@ -160,7 +175,12 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                 "validation": None if xv is None else len(xv), "patience": patience}
     if checkpoint is not None or resume is not None:
         settings["data"] = _fingerprint(x, y, xv, yv)
-    run = _start(net, params, resume, checkpoint, settings, state)
+    if dp is None:
+        run = _start(net, params, resume, checkpoint, settings, state)
+    else:
+        run = dp.from_root(lambda: _start(net, params, resume, checkpoint, settings, state))
+        if dp.quiet():
+            print_every, progress, checkpoint = None, False, None
     params, state, history, best = run.params, run.state, run.history, run.best
     stats, best_stats = run.stats, run.best_stats           # running statistics, kept with their params
     if run.finished(epochs):
@@ -181,10 +201,12 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                 total = 0.0
                 bar = _bar(progress, n, epoch, epochs)
                 for step, start in enumerate(range(0, n, batch)):
-                    idx = order[start:start + batch]
-                    xb, yb = (x[idx], y[idx]) if shuffle else (x[start:start + batch], y[start:start + batch])
-                    loss, grads, new_stats = net._loss_grad_state(params, xb, yb, True, _step_seed(seed, epoch, step),
-                                                                  stats)
+                    rows = order[start:start + batch] if shuffle else slice(start, min(n, start + batch))
+                    size, step_seed = min(batch, n - start), _step_seed(seed, epoch, step)
+                    if dp is None:
+                        loss, grads, new_stats = net._loss_grad_state(params, x[rows], y[rows], True, step_seed, stats)
+                    else:
+                        (loss, grads), new_stats = dp.loss_grad(net, params, x, y, rows, step_seed), stats
                     if not np.isfinite(loss):
                         raise TrainingError(f"the loss became {loss} at epoch {epoch + 1}, batch {step + 1}",
                                             Trained(net, good, history, state=good_stats))
@@ -197,9 +219,9 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                         raise TrainingError(f"the update at epoch {epoch + 1}, batch {step + 1} made {bad} non-finite",
                                             Trained(net, params, history, state=stats))
                     params, stats = new, new_stats
-                    total += loss * len(idx)
+                    total += loss * size
                     if bar is not None:
-                        bar.update(len(idx))
+                        bar.update(size)
                         bar.set_postfix_str(f"loss {total / min(n, start + batch):.4f}", refresh=False)
                 if bar is not None:
                     bar.close()
@@ -208,7 +230,8 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                     history.add(total / n, train_time)
                 else:
                     t1 = time.perf_counter()
-                    vloss, vacc = net._evaluate(params, xv, yv, tol=tol, state=stats)
+                    vloss, vacc = (net._evaluate(params, xv, yv, tol=tol, state=stats) if dp is None
+                                   else dp.evaluate(net, params, xv, yv, tol, stats))
                     history.add(total / n, train_time, vloss, vacc if scored else float("nan"),
                                 time.perf_counter() - t1)
                     if vloss < run.best_loss:
@@ -216,6 +239,8 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                     run.rising = run.rising + 1 if run.prev is not None and vloss > run.prev else 0
                     run.prev = vloss
                 history.stopped_early = bool(patience and run.rising >= patience)
+                if dp is not None:
+                    dp.check_same(params, epoch + 1)
                 last = epoch + 1 == epochs or history.stopped_early
                 if print_every and ((epoch + 1) % print_every == 0 or last):
                     _row(out, epoch + 1, history)

@@ -3,7 +3,10 @@
 Element ``i`` is kept when ``u(seed, i) >= rate``, with ``u`` uniform in [0, 1) from the
 splitmix64 finaliser of ``seed + (i + 1)·γ``. The mask depends only on (seed, i), never on the
 thread that draws it, so results are identical for any thread count. ``splitmix64`` is the one
-hash of the package: ``graph.py`` derives each layer's dropout seed with it too.
+hash of the package: ``graph.py`` derives each layer's dropout seed with it too. Since the hash
+reads ``seed + (i + 1)·γ``, the seed ``shift(seed, e)`` draws the mask of ``seed`` from element
+``e`` on: a slice of a batch (a rank's share in data-parallel training) gets its rows of the mask
+of the whole batch.
 """
 import numpy as np
 
@@ -25,6 +28,12 @@ def splitmix64(z):
     z = (z ^ (z >> np.uint64(30))) * M1
     z = (z ^ (z >> np.uint64(27))) * M2
     return z ^ (z >> np.uint64(31))
+
+
+def shift(seed, elements):
+    """The seed whose mask is ``seed``'s from element ``elements`` on: ``u(shift(s, e), i) == u(s, i + e)``
+    (a Python int below 2^64)."""
+    return (int(seed) + int(elements) * int(GAMMA)) & 0xFFFFFFFFFFFFFFFF
 
 
 @jit
@@ -67,12 +76,12 @@ def dropout_forward(x, rate, seed):
     """Inverted dropout on a flat array ``x`` (any length).
 
     Returns ``(y, mask)``: ``mask`` holds ``0`` for dropped and ``1/(1-rate)`` for kept
-    elements (in x's dtype), ``y = x · mask``.
+    elements (in x's dtype), ``y = x · mask``. ``seed``: an int in [0, 2^64).
     """
     x = np.ascontiguousarray(x)
     y, mask = np.empty_like(x), np.empty_like(x)
     blocks = _element_blocks(x)
-    _forward_blocks(blocks, (blocks, x, float(rate), seed, y, mask))
+    _forward_blocks(blocks, (blocks, x, float(rate), np.uint64(seed), y, mask))
     return y, mask
 
 
