@@ -214,7 +214,9 @@ def run_forward(program, layers, shapes, params, x, train=False, seed=0, activat
                 values[op.dst], caches[k], running[key] = spec.forward_state(_param(params, op), running[key],
                                                                              xin, train)
             else:
-                sk = _mix(seed, k) if not row else shift(_mix(seed, k), row * _out_size(shapes, layers, op))
+                sk = 0                  # the op's dropout seed, drawn only where a mask is (a few µs)
+                if train and getattr(spec, "dropout", None):
+                    sk = _mix(seed, k) if not row else shift(_mix(seed, k), row * _out_size(shapes, layers, op))
                 values[op.dst], caches[k] = spec.forward(_param(params, op), xin, train, sk, activate)
         else:
             shape = (n,) + op.shape
