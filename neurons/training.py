@@ -19,7 +19,7 @@ import zlib
 from numba.core import event
 import numpy as np
 
-from . import _checks, _tree
+from . import _checks, _fused, _tree
 from ._threads import running
 
 
@@ -191,6 +191,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     # Ctrl-C hands back is always usable
     good, good_stats = params, stats
     epoch = step = 0
+    fused = _fused.plan(net, batch, n) if dp is None else None     # None: the general path, step by step
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
@@ -200,7 +201,19 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                 order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
                 total = 0.0
                 bar = _bar(progress, n, epoch, epochs)
-                for step, start in enumerate(range(0, n, batch)):
+                step = 0
+                while fused is not None and step < fused.steps:     # a chunk of steps in one compiled call
+                    c = fused.run(params, state, x, y, order, epoch, step, min(fused.chunk, fused.steps - step), total)
+                    params, state, total, good = c.params, c.state, c.total, good if c.prev is None else c.prev
+                    if c.error is not None:
+                        kind, message = c.error
+                        raise TrainingError(message, Trained(net, good if kind == "loss" else params, history,
+                                                             state=stats))
+                    if bar is not None:     # the loss first: the update draws the bar
+                        bar.set_postfix_str(f"loss {total / min(n, (step + c.done) * batch):.4f}", refresh=False)
+                        bar.update(min(n, (step + c.done) * batch) - min(n, step * batch))
+                    step += c.done
+                for step, start in enumerate(range(step * batch, n, batch), step):
                     rows = order[start:start + batch] if shuffle else slice(start, min(n, start + batch))
                     size, step_seed = min(batch, n - start), _step_seed(seed, epoch, step)
                     if dp is None:

@@ -7,6 +7,7 @@ batchnorm's in a train and an eval form) and ``<op>_backward(dy, ...)``; ``dropo
 ``conv`` picks, by one table, among ``conv_direct``, ``conv_gemm`` and ``conv_strided``
 (``conv_planes`` holds what they share). The rest serve them: ``objectives`` (losses and their
 gradients), ``optim`` (the optimizers' update loops), ``blas`` (GEMM from inside kernels),
+``chain`` (many training steps of a small dense network in one call, through the kernels above),
 ``_blocks`` (parallel loops over blocks of work) and ``_config`` (the compile options).
 
 The on-disk compile cache is put in a folder keyed by Numba's version and threading settings:
@@ -76,6 +77,7 @@ _saved = config.CACHE_DIR
 if not os.environ.get("NUMBA_CACHE_DIR"):
     config.CACHE_DIR = _cache_dir()
 try:
-    from . import activations, batchnorm, conv, deconv, dense, dropout, maxpool, objectives, optim, recurrent  # noqa: E402,F401
+    from . import (activations, batchnorm, chain, conv, deconv, dense, dropout, maxpool,  # noqa: F401
+                   objectives, optim, recurrent)
 finally:
     config.CACHE_DIR = _saved

@@ -1,0 +1,208 @@
+"""Many training steps in one compiled call, for a plain chain of dense layers.
+
+``learn``'s step loop costs, at batch 1, about 150 us a step, nearly all of it Python: walking
+the program and the param trees, allocating small arrays, checking every leaf. The kernels of
+a small dense network take a few microseconds. ``plan(net, batch, n)`` gives a ``Runner`` when
+the network is a plain chain of dense layers (no skips, loops, blocks, dropout or other kinds of
+layer) whose every kernel would run as one block (small work, see the kernels' own
+``block_count`` thresholds), else None; ``Runner.run`` then does a chunk of an epoch's steps in
+``kernels/chain.py``, which calls the very kernels the general path calls (their own machine
+code, on arguments of the same types): the params, optimizer state and losses are bit for bit
+those of the general path.
+
+Between chunks (``Runner.chunk`` steps, about 50 ms of work at most) control is back in Python,
+so Ctrl-C and a progress bar work as they do step by step.
+"""
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba.core import config
+
+from . import _tree
+from .kernels import activations as kact, chain, dense as kdense, optim as kopt
+from .kernels import _blocks
+from .kernels._blocks import block_count
+from .layers import Dense
+from .optimizers import SGD, SGDM, Adam, AdamW, RMSprop
+
+# optimizer class -> (kernel code, its PARALLEL_MIN key)
+_OPTIMIZERS = {SGD: (chain.SGD, "sgd"), SGDM: (chain.SGD, "sgd"), Adam: (chain.ADAM, "adam"),
+               AdamW: (chain.ADAM, "adam"), RMSprop: (chain.RMSPROP, "rmsprop")}
+MAX_STEPS = 1024            # steps per chunk at most
+CHUNK_SECONDS = 0.05        # and about this much work
+_STEP_SECONDS = 5e-6        # a step's cost besides its products (4-50-50-3 at batch 1: 9 us in all)
+_FLOPS = 2e9                # the products' speed assumed (tiny serial GEMMs)
+
+
+class Chunk(NamedTuple):
+    """What ``Runner.run`` did.
+
+    ``params``, ``state``: the params and optimizer state after the ``done`` steps finished;
+    ``total``: the loss total given, plus ``loss · batch size`` of each of those steps, added in
+    order as ``learn`` adds them; ``prev``: what ``learn`` holds as its last good params after
+    them (the params at the start of the last finished step, or of the step whose update failed),
+    None: as before the chunk; ``error``: None, or ``(kind, message)`` when step ``first + done``
+    failed, ``kind`` "loss" (its loss was not finite: nothing of it was applied; the last good
+    params are ``prev``) or "params" (its update made a param non-finite: the last good params are
+    ``params``, and ``state`` holds that update, as ``learn``'s does)."""
+    params: tuple
+    state: tuple
+    total: float
+    done: int
+    prev: tuple | None
+    error: tuple | None
+
+
+def plan(net, batch, n_samples):
+    """A ``Runner`` for training ``net`` at ``batch`` on ``n_samples`` samples, or None when the
+    compiled chain does not apply (see the module docstring)."""
+    if config.DISABLE_JIT or _blocks.MODE != "address" or net.skips or net.loops:
+        return None             # the chain calls the kernels by address, as the block loops do
+    if not all(type(lay) is Dense and not lay.dropout for lay in net.layers):
+        return None
+    opt = net.optimizer
+    if type(opt) not in _OPTIMIZERS:
+        return None
+    rows = min(batch, n_samples)        # the largest batch: work grows with the rows
+    last = len(net.layers) - 1
+    dims = [int(np.prod(net.input_shape))] + [lay.units for lay in net.layers]
+    kind = _OPTIMIZERS[type(opt)][1]
+    for l, lay in enumerate(net.layers):
+        u, i = dims[l + 1], dims[l]
+        work = rows * u * i
+        if block_count(u, work, kdense.SPLIT) != 1 or block_count(max(u, i), work, kdense.SPLIT) != 1:
+            return None
+        activated = lay.activation.value != kact.LINEAR and not (net._fused and l == last)
+        if activated and block_count(rows, rows * u, kact.PARALLEL_MIN) != 1:
+            return None
+        for size in (u * i, u if lay.bias else 0):
+            if size and block_count(size, size, kopt.PARALLEL_MIN[kind]) != 1:
+                return None
+    return Runner(net, batch, n_samples, dims)
+
+
+class Runner:
+    """Training steps of one network at one batch size: ``steps`` to an epoch, ``chunk`` to a call
+    of ``run`` at most (about ``CHUNK_SECONDS`` of work)."""
+
+    def __init__(self, net, batch, n_samples, dims):
+        self.batch, self.n = batch, n_samples
+        self.steps = -(-n_samples // batch)             # per epoch
+        self.dtype = np.dtype(net.dtype)
+        self.dims = np.array(dims, np.int64)
+        self.acts = np.array([lay.activation.value for lay in net.layers], np.int64)
+        shapes = _tree.leaves(net._param_shapes)
+        self.shapes = [a.shape for a in shapes]
+        self.offsets = np.cumsum([0] + [a.size for a in shapes]).tolist()
+        woff, boff, leaf = [], [], 0
+        for lay in net.layers:
+            woff.append(self.offsets[leaf])
+            boff.append(self.offsets[leaf + 1] if lay.bias else -1)
+            leaf += 2 if lay.bias else 1
+        self.woff, self.boff = np.array(woff, np.int64), np.array(boff, np.int64)
+        self.names = [name for name, _ in _tree.named(net._param_shapes, "params", "[{}]")]
+        self.fused = bool(net._fused)
+        self.objective = net.objective.value
+        self.clip = net.clip is not None
+        self.lo, self.hi = net.clip if net.clip else (0.0, 0.0)
+        opt = net.optimizer
+        self.opt = opt
+        self.code = _OPTIMIZERS[type(opt)][0]
+        # the optimizers' hyperparameters as their update passes them (SGD's momentum: 0)
+        self.hyper = np.array([float(getattr(opt, "_" + h if h == "decoupled" else h, 0.0)) for h in chain.HYPER])
+        flops = 6.0 * min(batch, n_samples) * sum(int(u) * int(i) for u, i in zip(dims[1:], dims[:-1]))
+        self.chunk = int(max(1, min(MAX_STEPS, CHUNK_SECONDS / (_STEP_SECONDS + flops / _FLOPS))))
+        self._none = np.empty(0, self.dtype)
+
+    def run(self, params, state, x, y, order, epoch, first, steps, total=0.0):
+        """Steps ``first .. first + steps - 1`` of epoch ``epoch`` (0-based) from ``params`` and the
+        optimizer ``state``; returns a ``Chunk``. ``x``, ``y``: the checked training set (N, ...),
+        ``order``: the epoch's order of its rows. Nothing given is modified."""
+        if not 0 <= first <= first + steps <= self.steps:
+            raise ValueError(f"steps {first}..{first + steps - 1} are not within the epoch's {self.steps}")
+        x2 = np.ascontiguousarray(x, self.dtype).reshape(len(x), -1)
+        y2 = np.ascontiguousarray(y, self.dtype).reshape(len(y), -1)
+        flat = self._flat(params)
+        fields = [f for f in state._fields if f != "count"]
+        slots = [self._flat(getattr(state, f)) for f in fields]
+        s1, s2, s3 = (slots + [self._none] * 3)[:3]
+        count = int(state.count)
+        lrs, c1s, rc2s, failed = self._rates(count, steps)
+        steps = len(lrs)
+        losses = np.empty(steps, np.float64)
+        try:
+            done, status, bad, now, before = chain.train_steps(
+                x2, y2, np.asarray(order, np.int64), self.batch, first, steps, self.dims, self.acts, self.woff,
+                self.boff, self.fused, self.objective, self.clip, self.lo, self.hi, self.code, self.hyper, lrs, c1s,
+                rc2s, count, flat, np.empty_like(flat), s1, s2, s3, losses)
+        except SystemError as e:
+            # Ctrl-C while the chain looked a kernel up (the first call: Python runs, and takes the
+            # signal): nothing of the chunk is kept, as for a step cut short
+            cause = e
+            while isinstance(cause, SystemError) and cause.__cause__ is not None:
+                cause = cause.__cause__
+            if isinstance(cause, KeyboardInterrupt):
+                raise KeyboardInterrupt from None
+            raise
+        if failed is not None and done == steps - 1 and status != chain.LOSS:
+            raise failed        # the step's loss was finite, and its update needs the rate
+        for k, loss in enumerate(losses[:done].tolist()):       # in learn's order: the same float sum
+            total += loss * min(self.batch, self.n - (first + k) * self.batch)
+        error = None
+        step = first + done
+        if status == chain.LOSS:
+            error = ("loss", f"the loss became {float(losses[done])} at epoch {epoch + 1}, batch {step + 1}")
+        elif status == chain.PARAMS:
+            error = ("params", f"the update at epoch {epoch + 1}, batch {step + 1} made {self._leaf(bad)} "
+                               "non-finite")
+        new = self._tree(params, now) if done else params
+        if status == chain.PARAMS:
+            prev = new
+            count += 1          # as in learn, the state holds the failed update
+        else:
+            prev = self._tree(params, before) if done else None
+        if done or status == chain.PARAMS:
+            state = type(state)(count + done, *[self._tree(getattr(state, f), s) if s.size else getattr(state, f)
+                                                for f, s in zip(fields, slots)])
+        return Chunk(new, state, total, done, prev, error)
+
+    def _flat(self, tree):
+        """The leaves of a params-shaped tree in one new flat array (empty if its leaves are)."""
+        leaves = _tree.leaves(tree)
+        if not leaves[0].size:
+            return self._none
+        return np.concatenate([a.reshape(-1) for a in leaves])
+
+    def _tree(self, like, flat):
+        o = self.offsets
+        return _tree.rebuild(like, [flat[o[j]:o[j + 1]].reshape(s) for j, s in enumerate(self.shapes)])
+
+    def _leaf(self, index):
+        """The name (``params[i][j]``) of the leaf holding flat param ``index``."""
+        return self.names[int(np.searchsorted(self.offsets, index, side="right")) - 1]
+
+    def _rates(self, count, steps):
+        """Per step of the chunk: the learning rate, and Adam's bias corrections (as ``update``
+        computes them, in Python floats); and None, or the ValueError of a schedule that has no
+        rate for a step (too large for a float): the chunk then ends with that step, its rate
+        NaN, and ``run`` raises the error where ``update`` would, after the step's loss."""
+        opt, failed = self.opt, None
+        if isinstance(opt.lr, float):
+            lrs = np.full(steps, opt.lr)
+        else:
+            rates = []
+            for k in range(steps):
+                try:
+                    rates.append(opt._lr(count + k))
+                except ValueError as error:
+                    rates.append(math.nan)
+                    failed = error
+                    break
+            lrs = np.array(rates, np.float64)
+        steps = len(lrs)
+        if self.code != chain.ADAM:
+            return lrs, np.ones(steps), np.ones(steps), failed
+        c1s = np.array([1.0 - opt.beta1 ** t for t in range(count + 1, count + steps + 1)], np.float64)
+        rc2s = np.array([math.sqrt(1.0 - opt.beta2 ** t) for t in range(count + 1, count + steps + 1)], np.float64)
+        return lrs, c1s, rc2s, failed

@@ -1,0 +1,305 @@
+"""Training steps of a chain of dense layers, many in one compiled call.
+
+``train_steps`` runs, for each step of a chunk, what ``Network._loss_grad_state`` and an
+optimizer's ``update`` run for a plain dense chain whose every kernel takes one block of work
+(``neurons/_fused.py`` decides when that holds): gather the batch's rows in the shuffled order,
+each layer's forward pass, the loss and its gradient, each layer's backward pass, the update of
+every param and of the optimizer's state. What it saves is Python's work between the kernels: at
+batch 1 a step's kernels take a few microseconds and the dispatch around them a hundred and more.
+
+Each kernel is called through ``kernel``: the very machine code the general path runs (the jit
+function's own, compiled for the same argument types, found by its address), not a copy of it
+compiled into this function. A copy is not the same code: linked into another function, a
+kernel is optimised again there, and with ``reassoc`` its sums may be regrouped (a copy of
+``cross_entropy`` inlined here gave the last bit of one loss in 30 differently). Called by
+address, the params, the optimizer's state and the losses are the general path's, bit for bit.
+The kernels are the ones the general path calls for one block of work: ``dense._forward_body``
+and ``_backward_body`` (block 0 of 1), the activations' serial ``FORWARD``/``BACKWARD``
+kernels, the objective kernels (or ``softmax_cross_entropy``), ``optim._sgd``, ``_adam``,
+``_rmsprop``.
+
+Params live in one flat array: layer ``l``'s weights ``(dims[l+1], dims[l])`` from
+``woff[l]``, its bias ``(dims[l+1],)`` from ``boff[l]`` (-1: no bias). Gradients and the
+optimizer's state arrays use the same layout (a state array of length 0: that option is off).
+The optimizer kernels are elementwise, so one call over the flat array computes every element
+as one call per param does.
+"""
+import hashlib
+import importlib
+
+import numpy as np
+from numba import types
+from numba.core import cgutils
+from numba.core.typing import Signature
+from numba.extending import intrinsic
+
+from . import _blocks
+from ._config import jit
+from .activations import LEAKY_RELU, LINEAR, RELU, SIGMOID, TANH
+from .objectives import AE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MAE, MSE, RMSE
+
+SGD, ADAM, RMSPROP = 0, 1, 2
+# the optimizers' hyperparameters, in the order of the array ``train_steps`` takes them in
+HYPER = ("momentum", "decay", "beta1", "beta2", "eps", "alpha", "decoupled")
+# what a chunk ended with
+DONE, LOSS, PARAMS = 0, 1, 2
+
+
+
+@intrinsic
+def kernel(typingctx, fn, args):
+    """``fn(*args)`` for the jit function named by the string literal ``fn``
+    (``"module.function"``), through its own machine code for these argument types (literal
+    types taken as their plain ones, as from Python): the code a call from Python runs. Its
+    exceptions propagate."""
+    if not isinstance(fn, types.StringLiteral) or not isinstance(args, types.BaseTuple):
+        return None
+    module, _, name = fn.literal_value.rpartition(".")
+    argtys = tuple(types.unliteral(t) for t in args.types)
+    signature = Signature(None, argtys, None)        # the return type: whatever the function's is
+    restype = getattr(importlib.import_module(module), name).get_compile_result(signature).signature.return_type
+    key = hashlib.sha1(f"{fn.literal_value}{argtys}".encode()).hexdigest()[:16]
+
+    def codegen(context, builder, sig, llargs):
+        voidptr = cgutils.voidptr_t
+        slot = builder.module.globals.get("neurons.kernel." + key)
+        if slot is None:
+            slot = cgutils.add_global_variable(builder.module, voidptr, "neurons.kernel." + key)
+            slot.linkage = "internal"
+            slot.initializer = voidptr(None)
+        with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
+            # once per process: _blocks._jit_address(module, name, signature), with the GIL
+            pyapi = context.get_python_api(builder)
+
+            def text(value):
+                return pyapi.string_from_string(context.insert_const_string(builder.module, value))
+
+            gil = pyapi.gil_ensure()
+            mod = _blocks._import(pyapi, _blocks.__name__)
+            with builder.if_else(cgutils.is_null(builder, mod), likely=False) as (failed, ok):
+                with failed:
+                    _blocks._print_error(pyapi)
+                with ok:
+                    lookup = pyapi.object_getattr_string(mod, "_jit_address")
+                    name_mod, name_fn = text(module), text(name)
+                    sig_obj = pyapi.unserialize(pyapi.serialize_object(signature))
+                    result = pyapi.call_function_objargs(lookup, (name_mod, name_fn, sig_obj))
+                    for obj in (lookup, name_mod, name_fn, sig_obj, mod):
+                        pyapi.decref(obj)
+                    with builder.if_else(cgutils.is_null(builder, result), likely=False) as (bad, good):
+                        with bad:
+                            _blocks._print_error(pyapi)
+                        with good:
+                            builder.store(pyapi.long_as_voidptr(result), slot)
+                            pyapi.decref(result)
+            pyapi.gil_release(gil)
+            with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
+                context.call_conv.return_user_exc(builder, RuntimeError, (f"no machine code for {fn.literal_value}",))
+        fnty = context.call_conv.get_function_type(restype, argtys)
+        callee = builder.bitcast(builder.load(slot), fnty.as_pointer())
+        values = [context.cast(builder, builder.extract_value(llargs[1], i), t, u)
+                  for i, (t, u) in enumerate(zip(args.types, argtys))]
+        status, result = context.call_conv.call_function(builder, callee, restype, argtys, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return result
+
+    return restype(fn, args), codegen
+
+
+@jit
+def _activate(code, z, y):
+    """``y = act(z)`` by activation code (not linear): ``activations.FORWARD[code]``."""
+    if code == SIGMOID:
+        kernel("neurons.kernels.activations._sigmoid_forward", (z, y))
+    elif code == TANH:
+        kernel("neurons.kernels.activations._tanh_forward", (z, y))
+    elif code == RELU:
+        kernel("neurons.kernels.activations._relu_forward", (z, y))
+    elif code == LEAKY_RELU:
+        kernel("neurons.kernels.activations._leaky_relu_forward", (z, y))
+    else:
+        kernel("neurons.kernels.activations._softmax_forward", (z, y))
+
+
+@jit
+def _deactivate(code, dy, y, dz):
+    """``dz = dy · act'`` from the output ``y`` (not linear): ``activations.BACKWARD[code]``."""
+    if code == SIGMOID:
+        kernel("neurons.kernels.activations._sigmoid_backward", (dy, y, dz))
+    elif code == TANH:
+        kernel("neurons.kernels.activations._tanh_backward", (dy, y, dz))
+    elif code == RELU:
+        kernel("neurons.kernels.activations._relu_backward", (dy, y, dz))
+    elif code == LEAKY_RELU:
+        kernel("neurons.kernels.activations._leaky_relu_backward", (dy, y, dz))
+    else:
+        kernel("neurons.kernels.activations._softmax_backward", (dy, y, dz))
+
+
+@jit
+def _objective(code, p, y, clip, lo, hi):
+    """``(loss, dp)`` of objective ``code``: ``objectives.OBJECTIVES[code]``."""
+    if code == AE:
+        return kernel("neurons.kernels.objectives.ae", (p, y, clip, lo, hi))
+    if code == MAE:
+        return kernel("neurons.kernels.objectives.mae", (p, y, clip, lo, hi))
+    if code == MSE:
+        return kernel("neurons.kernels.objectives.mse", (p, y, clip, lo, hi))
+    if code == RMSE:
+        return kernel("neurons.kernels.objectives.rmse", (p, y, clip, lo, hi))
+    if code == CROSS_ENTROPY:
+        return kernel("neurons.kernels.objectives.cross_entropy", (p, y, clip, lo, hi))
+    if code == BINARY_CROSS_ENTROPY:
+        return kernel("neurons.kernels.objectives.binary_cross_entropy", (p, y, clip, lo, hi))
+    return kernel("neurons.kernels.objectives.kl_divergence", (p, y, clip, lo, hi))
+
+
+@jit
+def _gather(dst, src, order, start):
+    """``dst[r] = src[order[start + r]]`` for every row of ``dst``."""
+    for r in range(dst.shape[0]):
+        row = src[order[start + r]]
+        out = dst[r]
+        for j in range(dst.shape[1]):
+            out[j] = row[j]
+
+
+@jit
+def _first_nonfinite(a):
+    """The index of the first NaN or inf in the 1-D ``a``, or -1."""
+    bad = 0
+    for i in range(a.shape[0]):         # no early exit: vectorised, the common case
+        bad += not np.isfinite(a[i])
+    if bad:
+        for i in range(a.shape[0]):
+            if not np.isfinite(a[i]):
+                return i
+    return -1
+
+
+@jit
+def _activated(acts, l, fused):
+    """Whether layer ``l`` applies its activation: not linear, and not the softmax that a fused
+    loss takes the logits of."""
+    return acts[l] != LINEAR and not (fused and l == acts.shape[0] - 1)
+
+
+@jit
+def _update(optimizer, p, g, s1, s2, s3, lr, hyper, first, c1, rc2):
+    """One optimizer step over the flat ``p`` in place (its state ``s1, s2, s3`` too), with the
+    argument types ``optimizers._Optimizer._walk`` gives the kernels.
+
+    ``hyper`` (HYPER): momentum, decay, beta1, beta2, eps, alpha, decoupled (1.0 or 0.0)."""
+    momentum, decay, beta1, beta2, eps, alpha = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5]
+    if optimizer == SGD:
+        kernel("neurons.kernels.optim._sgd", (p, g, s1, lr, momentum, decay, first))
+    elif optimizer == ADAM:
+        kernel("neurons.kernels.optim._adam",
+               (p, g, s1, s2, lr, beta1, beta2, eps, decay, hyper[6] != 0.0, c1, rc2))
+    else:
+        kernel("neurons.kernels.optim._rmsprop", (p, g, s1, s2, s3, lr, alpha, eps, decay, momentum))
+
+
+@jit
+def train_steps(x, y, order, batch, first, steps, dims, acts, woff, boff, fused, objective, clip, lo, hi,
+                optimizer, hyper, lrs, c1s, rc2s, count, params, spare, s1, s2, s3, losses):
+    """Steps ``first .. first + steps - 1`` of an epoch; returns ``(done, status, bad, params, spare)``.
+
+    x (N, F) and y (N, O): the training set; ``order`` (N,): the epoch's order of its rows; step
+    ``s`` takes rows ``order[s·batch : (s+1)·batch]``. ``dims`` (L+1,): the widths, input first;
+    ``acts`` (L,): activation codes; ``woff``, ``boff`` (L,): where each layer's weights and bias
+    start in the flat params (``boff`` -1: no bias). ``fused``: softmax and cross-entropy together
+    from the last layer's logits; else ``objective`` (a code) with ``clip`` to ``[lo, hi]``.
+    ``optimizer`` (SGD, ADAM or RMSPROP) with ``hyper`` (see ``HYPER``); per step of the chunk
+    the learning rate ``lrs[k]`` and for Adam the bias corrections ``c1s[k]``, ``rc2s[k]``;
+    ``count``: the optimizer's steps before the chunk. ``params`` and ``spare`` (P,): the flat
+    params and a second array of their size; ``s1, s2, s3``: the optimizer's state, flat, updated
+    in place; ``losses`` (steps,): each step's batch-mean loss, written.
+
+    ``done`` steps finished. ``status`` DONE, or LOSS (step ``first + done``'s loss was not
+    finite: nothing of that step was applied) or PARAMS (its update made the flat param ``bad``
+    non-finite; the state arrays hold that update, the params do not). The params after the
+    ``done`` steps are the returned ``params``; ``spare`` holds those before the last of them
+    (unless ``done`` is 0, or the status is PARAMS).
+    """
+    n, f = x.shape
+    layers = acts.shape[0]
+    width = 0
+    total = 0
+    for l in range(layers + 1):
+        width = max(width, dims[l])
+        if l > 0:
+            total += dims[l]
+    # one batch of each value, as views of flat arrays: no allocation per step
+    zs, ys = np.empty(batch * total, x.dtype), np.empty(batch * total, x.dtype)
+    xs, ts = np.empty(batch * f, x.dtype), np.empty(batch * y.shape[1], x.dtype)
+    ping, pong = np.empty(batch * width, x.dtype), np.empty(batch * width, x.dtype)
+    dzs = np.empty(batch * width, x.dtype)
+    grads = np.empty(params.shape[0], x.dtype)
+    scratch = np.empty(width, x.dtype)          # db of a layer without bias (computed, never used)
+    no_bias = np.empty(0, x.dtype)
+    no_dx = np.empty((0, f), x.dtype)
+    offs = np.zeros(layers + 1, np.int64)
+    for l in range(layers):
+        offs[l + 1] = offs[l] + batch * dims[l + 1]
+    for k in range(steps):
+        start = (first + k) * batch
+        m = min(batch, n - start)
+        xb = xs[:m * f].reshape((m, f))
+        yb = ts[:m * y.shape[1]].reshape((m, y.shape[1]))
+        _gather(xb, x, order, start)
+        _gather(yb, y, order, start)
+        # forward: each layer's output where backward finds it again (linear: z itself)
+        h = xb
+        for l in range(layers):
+            u, i = dims[l + 1], dims[l]
+            w = params[woff[l]:woff[l] + u * i].reshape((u, i))
+            b = params[boff[l]:boff[l] + u] if boff[l] >= 0 else no_bias
+            z = zs[offs[l]:offs[l] + m * u].reshape((m, u))
+            kernel("neurons.kernels.dense._forward_body", (0, 1, h, w, b, z))
+            if _activated(acts, l, fused):
+                a = ys[offs[l]:offs[l] + m * u].reshape((m, u))
+                _activate(acts[l], z, a)
+                h = a
+            else:
+                h = z
+        if fused:
+            loss, dy, _ = kernel("neurons.kernels.objectives.softmax_cross_entropy", (h, yb))
+        else:
+            loss, dy = _objective(objective, h, yb, clip, lo, hi)
+        losses[k] = loss
+        if not np.isfinite(loss):
+            return k, LOSS, -1, params, spare
+        # backward, last layer first; dx alternates between ping and pong
+        for l in range(layers - 1, -1, -1):
+            u, i = dims[l + 1], dims[l]
+            if _activated(acts, l, fused):
+                a = ys[offs[l]:offs[l] + m * u].reshape((m, u))
+                dz = dzs[:m * u].reshape((m, u))
+                _deactivate(acts[l], dy, a, dz)
+            else:
+                dz = dy
+            if l == 0:
+                h = xb
+            elif _activated(acts, l - 1, fused):
+                h = ys[offs[l - 1]:offs[l - 1] + m * i].reshape((m, i))
+            else:
+                h = zs[offs[l - 1]:offs[l - 1] + m * i].reshape((m, i))
+            w = params[woff[l]:woff[l] + u * i].reshape((u, i))
+            dw = grads[woff[l]:woff[l] + u * i].reshape((u, i))
+            db = grads[boff[l]:boff[l] + u] if boff[l] >= 0 else scratch[:u]
+            if l > 0:
+                dx = (ping if (layers - 1 - l) % 2 == 0 else pong)[:m * i].reshape((m, i))
+                kernel("neurons.kernels.dense._backward_body", (0, 1, dz, h, w, True, dx, dw, db))
+                dy = dx
+            else:
+                kernel("neurons.kernels.dense._backward_body", (0, 1, dz, h, w, False, no_dx, dw, db))
+        # the update, into a copy: the params before it stay as they were
+        spare[:] = params
+        _update(optimizer, spare, grads, s1, s2, s3, lrs[k], hyper, count + k == 0, c1s[k], rc2s[k])
+        bad = _first_nonfinite(spare)
+        if bad >= 0:
+            return k, PARAMS, bad, params, spare
+        params, spare = spare, params
+    return steps, DONE, -1, params, spare

@@ -1,0 +1,315 @@
+"""The compiled step loop of plain dense chains (``neurons/_fused.py``, ``kernels/chain.py``):
+bit for bit the general path's params, optimizer state and loss totals, for every activation,
+objective and optimizer; the networks it must leave to the general path; non-finite losses and
+params stop it where ``learn`` stops."""
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+from numba.core import config
+
+import neurons
+from neurons import _fused, _tree
+from neurons import optimizers as O
+from neurons import schedules as S
+from neurons._threads import running
+from neurons.kernels._config import BLOCKS
+from neurons.layers import Dense
+from neurons.training import _nonfinite_leaf, _step_seed
+
+pytestmark = pytest.mark.skipif(config.DISABLE_JIT, reason="no compiled step loop without the JIT (plan gives None)")
+
+ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "softmax")
+DTYPES = ("float32", "float64")
+
+
+class Run(NamedTuple):
+    params: tuple
+    state: tuple
+    totals: list            # each epoch's loss total (the failed epoch's so far)
+    error: tuple | None     # (kind, epoch, step)
+    good: tuple             # the params an error hands back
+    message: str | None = None
+
+
+def _hand(net, params, x, y, batch, epochs, seed=0):
+    """``learn``'s step loop through the general path (``_loss_grad_state`` + ``update``), with its
+    checks: the reference."""
+    opt, n = net.optimizer, len(x)
+    state, good, totals = opt.init(params), params, []
+    with running():
+        for epoch in range(epochs):
+            order = np.random.default_rng([seed, epoch]).permutation(n)
+            total = 0.0
+            for step, start in enumerate(range(0, n, batch)):
+                idx = order[start:start + batch]
+                loss, grads, _ = net._loss_grad_state(params, x[idx], y[idx], True, _step_seed(seed, epoch, step),
+                                                      None)
+                if not np.isfinite(loss):
+                    return Run(params, state, totals + [total], ("loss", epoch, step), good)
+                good = params
+                new, state = opt.update(grads, state, params)
+                bad = _nonfinite_leaf(new)
+                if bad is not None:
+                    return Run(params, state, totals + [total], ("params", epoch, step), params, bad)
+                params = new
+                total += loss * len(idx)
+            totals.append(total)
+    return Run(params, state, totals, None, good)
+
+
+def _fast(net, params, x, y, batch, epochs, seed=0, chunk=None):
+    """The same through ``Runner.run`` in chunks (``chunk`` steps, else the runner's own), as the
+    hook in ``learn`` calls it."""
+    runner = _fused.plan(net, batch, len(x))
+    assert runner is not None
+    state, good, totals = net.optimizer.init(params), params, []
+    with running():
+        for epoch in range(epochs):
+            order = np.random.default_rng([seed, epoch]).permutation(len(x))
+            total, step = 0.0, 0
+            while step < runner.steps:
+                c = runner.run(params, state, x, y, order, epoch, step, min(chunk or runner.chunk, runner.steps - step),
+                               total)
+                params, state, total, step = c.params, c.state, c.total, step + c.done
+                good = good if c.prev is None else c.prev
+                if c.error is not None:
+                    kind, message = c.error
+                    return Run(params, state, totals + [total], (kind, epoch, step),
+                               good if kind == "loss" else params, message)
+            totals.append(total)
+    return Run(params, state, totals, None, good)
+
+
+def _assert_same(a, b):
+    assert a.error == b.error
+    assert a.totals == b.totals
+    for p, q in zip(_tree.leaves(a.params) + _tree.leaves(a.good), _tree.leaves(b.params) + _tree.leaves(b.good)):
+        assert p.dtype == q.dtype and p.shape == q.shape
+        assert np.array_equal(p, q)
+    assert type(a.state) is type(b.state) and a.state.count == b.state.count
+    for f in a.state._fields[1:]:
+        for p, q in zip(_tree.leaves(getattr(a.state, f)), _tree.leaves(getattr(b.state, f))):
+            assert p.shape == q.shape and np.array_equal(p, q)
+
+
+def _data(net, n, seed=0, kind="onehot", scale=1.0):
+    rng = np.random.default_rng(seed)
+    x = net.check_x(rng.normal(scale=scale, size=(n,) + net.input_shape))
+    out = net.output_shape[0]
+    if kind == "onehot":
+        y = rng.integers(0, out, n)
+    elif kind == "prob":                    # in [0, 1], some exactly 0 (kl_divergence drops those terms)
+        y = rng.uniform(size=(n, out)) * (rng.uniform(size=(n, out)) > 0.2)
+    else:
+        y = rng.normal(size=(n, out))
+    return x, net.check_y(y, n)
+
+
+def _check(net, n=21, batch=8, epochs=2, kind="onehot", chunks=(None,), seed=0):
+    x, y = _data(net, n, seed, kind)
+    params = net.init(seed)
+    want = _hand(net, params, x, y, batch, epochs, seed)
+    for chunk in chunks:
+        _assert_same(_fast(net, params, x, y, batch, epochs, seed, chunk), want)
+    return want
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_every_activation(act, dtype):
+    # in a hidden layer and in the output layer, mse on it (no fusing)
+    net = (neurons.Network((5,), dtype).dense(7, act).dense(3, act).set_objective("mse")
+           .set_optimizer(O.SGD(lr=0.1)))
+    _check(net, kind="normal")
+
+
+# (objective, last activation, targets, clip)
+OBJECTIVES = [("ae", "linear", "normal", None), ("mae", "tanh", "normal", None),
+              ("mse", "linear", "normal", (-0.05, 0.05)), ("rmse", "sigmoid", "prob", None),
+              ("cross_entropy", "softmax", "onehot", None),                                         # fused
+              ("cross_entropy", "softmax", "prob", (-0.3, 0.2)), ("cross_entropy", "sigmoid", "prob", None),
+              ("binary_cross_entropy", "sigmoid", "prob", None), ("kl_divergence", "softmax", "prob", None)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("objective, last, kind, clip", OBJECTIVES)
+def test_every_objective(objective, last, kind, clip, dtype):
+    net = (neurons.Network((4,), dtype).dense(6, "relu").dense(4, last).set_objective(objective, clip=clip)
+           .set_optimizer(O.Adam(lr=0.01)))
+    assert net._fused == (objective == "cross_entropy" and last == "softmax" and clip is None)
+    _check(net, kind=kind)
+
+
+OPTIMIZERS = [O.SGD(lr=0.1), O.SGD(lr=0.05, decay=0.01), O.SGDM(lr=0.05, momentum=0.9),
+              O.SGDM(lr=0.05, momentum=0.5, decay=0.02), O.Adam(lr=0.01), O.Adam(lr=0.01, decay=0.01),
+              O.AdamW(lr=0.01), O.AdamW(lr=0.01, decay=0.1, beta1=0.8, beta2=0.99, eps=1e-6),
+              O.RMSprop(lr=0.01), O.RMSprop(lr=0.01, centered=True), O.RMSprop(lr=0.01, momentum=0.9),
+              O.RMSprop(lr=0.01, alpha=0.9, centered=True, momentum=0.5, decay=0.01),
+              O.SGDM(lr=S.cosine(0.1, 10, 0.01)), O.Adam(lr=S.warmup_cosine(0.01, 3, 9)),
+              O.RMSprop(lr=S.step(0.01, 4, 0.5))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt", OPTIMIZERS, ids=lambda o: o.describe())
+def test_every_optimizer(opt, dtype):
+    net = (neurons.Network((4,), dtype).dense(6, "tanh").dense(5, "relu", bias=False).dense(3, "softmax")
+           .set_objective("cross_entropy").set_optimizer(opt))
+    _check(net, chunks=(None, 2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch, n", [(1, 13), (8, 21), (8, 24), (32, 70)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_batches_and_bias(batch, n, bias, dtype):
+    # the iris network's shape; batch 32 runs the kernels' vectorised reductions over the rows
+    net = (neurons.Network((4,), dtype).dense(10, "relu", bias=bias).dense(10, "relu", bias=bias)
+           .dense(3, "softmax", bias=bias).set_objective("cross_entropy").set_optimizer(O.SGDM(lr=0.05)))
+    _check(net, n=n, batch=batch, chunks=(None, 1, 3))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_layer_and_image_input(dtype):
+    _check(neurons.Network((3,), dtype).dense(2, "sigmoid").set_objective("binary_cross_entropy"), kind="prob")
+    _check(neurons.Network((1, 3, 3), dtype).dense(4, "leaky_relu").dense(2).set_optimizer(O.Adam(lr=0.01)),
+           kind="normal")
+
+
+def test_a_chunk_leaves_its_arguments_alone():
+    net = neurons.Network((4,)).dense(5, "relu").dense(3, "softmax").set_objective("ce").set_optimizer(O.Adam())
+    x, y = _data(net, 10)
+    params = net.init(0)
+    state = net.optimizer.init(params)
+    keep = [a.copy() for a in _tree.leaves((params, tuple(state)[1:], x, y))]
+    runner = _fused.plan(net, 4, 10)
+    with running():
+        c = runner.run(params, state, x, y, np.arange(10), 0, 0, runner.steps)
+    assert c.done == 3 and c.error is None and c.state.count == 3
+    for a, b in zip(keep, _tree.leaves((params, tuple(state)[1:], x, y))):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="within the epoch"):
+        runner.run(params, state, x, y, np.arange(10), 0, 2, 2)
+
+
+class _MySGD(O.SGD):
+    pass
+
+
+def test_plan_leaves_other_networks_to_the_general_path():
+    from neurons.layers import BatchNorm
+    plain = neurons.Network((4,)).dense(4, "relu").dense(4, "relu").dense(2)
+    assert _fused.plan(plain, 8, 100) is not None
+    assert _fused.plan(plain.set_optimizer(_MySGD()), 8, 100) is None
+    others = [neurons.Network((1, 4, 4)).convolution(2, 3).dense(2),
+              neurons.Network((1, 4, 4)).maxpool(2).dense(2),
+              neurons.Network((4,)).dense(4, "relu", dropout=0.5).dense(2),
+              plain.connect(0, 1),
+              plain.loopback(1, 1, 1),
+              neurons.Network((4,)).feedback([Dense(4, "tanh")], 2).dense(2),
+              neurons.Network((4,)).dense(4).batchnorm().dense(2),
+              neurons.Network((4,)).feedback([Dense(4), BatchNorm()], 2).dense(2),
+              neurons.Network((3, 4)).recurrent(5, "gru").dense(2)]
+    for net in others:
+        assert _fused.plan(net, 8, 100) is None, net
+
+
+@pytest.mark.skipif(BLOCKS == 1, reason="one Numba thread: every kernel runs as one block")
+def test_plan_refuses_work_the_kernels_split_into_blocks():
+    # the dense products: 300 x 100 at batch 1 is one block, at batch 8 (240,000 >= SPLIT) two
+    net = neurons.Network((100,)).dense(300, "relu").dense(2)
+    assert _fused.plan(net, 1, 50) is not None
+    assert _fused.plan(net, 8, 50) is None
+    assert _fused.plan(net, 8, 6) is not None           # no batch holds more than 6 samples (180,000)
+    # the update: Adam splits 200 x 200 weights (>= 32,768), SGD does not (< 131,072)
+    big = neurons.Network((200,)).dense(200).dense(2)
+    assert _fused.plan(big.set_optimizer(O.SGD()), 1, 50) is not None
+    assert _fused.plan(big.set_optimizer(O.Adam()), 1, 50) is None
+    # an activation over 512 x 200 >= 65,536 elements (the products, 512 x 200 x 1, are one block)
+    wide = neurons.Network((1,)).dense(200, "tanh").dense(1)
+    assert _fused.plan(wide, 256, 1000) is not None
+    assert _fused.plan(wide, 512, 1000) is None
+    assert _fused.plan(neurons.Network((1,)).dense(200).dense(1), 512, 1000) is not None     # linear: no kernel
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk", [None, 1, 4])
+def test_a_nonfinite_loss_stops_where_learn_stops(dtype, chunk):
+    net = neurons.Network((3,), dtype).dense(4).dense(2).set_objective("mse").set_optimizer(O.SGD(lr=0.01))
+    x, y = _data(net, 9, kind="normal")
+    order = np.random.default_rng([0, 0]).permutation(9)
+    x[order[5], 0] = 1e30 if dtype == "float32" else 1e200       # (1e30)² overflows float32
+    params = net.init(0)
+    want = _hand(net, params, x, y, 1, 3)
+    assert want.error == ("loss", 0, 5)
+    got = _fast(net, params, x, y, 1, 3, chunk=chunk)
+    _assert_same(got, want)
+    assert got.message == "the loss became inf at epoch 1, batch 6"
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 3])
+def test_a_nonfinite_update_stops_where_learn_stops(chunk):
+    # from step 6 on (epoch 2, batch 2) the rate is 1e-3 * 1e45, inf in float32
+    net = (neurons.Network((3,)).dense(4, "relu").dense(2).set_objective("mse")
+           .set_optimizer(O.SGDM(lr=S.step(1e-3, 6, 1e45))))
+    x, y = _data(net, 9, kind="normal")
+    params = net.init(0)
+    want = _hand(net, params, x, y, 2, 2)
+    assert want.error == ("params", 1, 1) and want.message == "params[0][0]"
+    got = _fast(net, params, x, y, 2, 2, chunk=chunk)
+    assert got.message == "the update at epoch 2, batch 2 made params[0][0] non-finite"
+    _assert_same(got._replace(message=want.message), want)
+
+
+@pytest.mark.parametrize("big_target", [False, True])
+def test_a_rate_too_large_raises_where_update_raises(big_target):
+    # exponential(0.01, 1e300) has no rate for step 2 (1e598): update raises a ValueError there,
+    # after the step's loss (non-finite with the big target: a TrainingError first). The relu
+    # units are dead (negative weights, positive inputs), so the rate of step 1 changes nothing.
+    net = (neurons.Network((3,), "float64").dense(2, "relu", bias=False).set_objective("mse")
+           .set_optimizer(O.SGD(lr=S.exponential(0.01, 1e300))))
+    x = net.check_x(np.random.default_rng(0).uniform(0.1, 1.0, size=(4, 3)))
+    y = np.zeros((4, 2))
+    if big_target:
+        y[np.random.default_rng([0, 0]).permutation(4)[2], 0] = 1e200
+    params = (-np.ones((2, 3)),),
+    if big_target:
+        want = _hand(net, params, x, y, 1, 2)
+        assert want.error == ("loss", 0, 2)
+        _assert_same(_fast(net, params, x, y, 1, 2), want)
+    else:
+        with pytest.raises(ValueError) as want:
+            _hand(net, params, x, y, 1, 2)
+        with pytest.raises(ValueError) as got:
+            _fast(net, params, x, y, 1, 2)
+        assert str(got.value) == str(want.value) and "at step 2" in str(got.value)
+
+
+def test_learn_gives_the_general_paths_params():
+    net = (neurons.Network((4,)).dense(12, "relu").dense(12, "relu").dense(3, "softmax").set_objective("ce")
+           .set_optimizer(O.SGD(lr=0.01)))
+    x, y = _data(net, 30)
+    want = _hand(net, net.init(3), x, y, 1, 2, seed=3)
+    got = net.learn(x, y, batch=1, epochs=2, seed=3, progress=False)
+    assert got.history.train_loss == [t / 30 for t in want.totals]
+    for p, q in zip(_tree.leaves(got.params), _tree.leaves(want.params)):
+        assert np.array_equal(p, q)
+
+
+def test_the_chain_runs_each_kernels_own_machine_code():
+    # a kernel compiled into the chain is a copy optimised again there, and with reassoc its sums
+    # may be regrouped: inlined, cross_entropy's loss differed in the last bit 68 times in 2000
+    # when the chain was loaded before the objectives. Called by address, never.
+    code = """if True:
+        import numpy as np
+        from neurons.kernels import chain, objectives
+        rng = np.random.default_rng(0)
+        cases = [(rng.uniform(size=(n, f)), rng.uniform(size=(n, f)))
+                 for n, f in zip(rng.integers(1, 40, 2000), rng.integers(1, 6, 2000))]
+        ours = [chain._objective(objectives.CROSS_ENTROPY, p, y, True, -0.3, 0.2)[0] for p, y in cases]
+        theirs = [objectives.cross_entropy(p, y, True, -0.3, 0.2)[0] for p, y in cases]
+        raise SystemExit(sum(a != b for a, b in zip(ours, theirs)))
+    """
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:] or f"{done.returncode} losses differ"
