@@ -80,6 +80,9 @@ def main():
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # onnxruntime's threads spin after each call, as Numba's do: timed alternately in one process,
+    # each pool would steal the cores from the other
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(args.out, opts, providers=["CPUExecutionProvider"])
 
     def run_ort(xb):
