@@ -23,15 +23,16 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BATCH, MAX_LR, TARGET = 64, 4e-3, 0.99
+F1, F2, HIDDEN = (int(v) for v in os.environ.get("TO99_ARCH", "12,24,64").split(","))   # the recipe's widths
 
 
 def network(steps):
     import neurons
     from neurons.schedules import onecycle
     return (neurons.Network((1, 28, 28))
-            .convolution(12, 3, padding=1, activation="relu", bias=True).maxpool(2)
-            .convolution(24, 3, padding=1, activation="relu", bias=True).maxpool(2)
-            .dense(64, "relu").dense(10, "softmax")
+            .convolution(F1, 3, padding=1, activation="relu", bias=True).maxpool(2)
+            .convolution(F2, 3, padding=1, activation="relu", bias=True).maxpool(2)
+            .dense(HIDDEN, "relu").dense(10, "softmax")
             .set_optimizer(neurons.optimizers.Adam(lr=onecycle(MAX_LR, steps)))
             .set_objective("cross_entropy"))
 
@@ -40,9 +41,9 @@ def torch_model(params):
     import torch
     from torch import nn
     (k1, b1), _, (k2, b2), _, (w3, b3), (w4, b4) = params
-    model = nn.Sequential(nn.Conv2d(1, 12, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(12, 24, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                          nn.Linear(24 * 7 * 7, 64), nn.ReLU(), nn.Linear(64, 10))
+    model = nn.Sequential(nn.Conv2d(1, F1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(F1, F2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(F2 * 7 * 7, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10))
     with torch.no_grad():
         for layer, arrays in zip([model[0], model[3], model[7], model[9]], [(k1, b1), (k2, b2), (w3, b3), (w4, b4)]):
             layer.weight.copy_(torch.from_numpy(arrays[0].reshape(layer.weight.shape)))

@@ -13,11 +13,14 @@ from neurons import _fused, _tree
 from neurons import optimizers as O
 from neurons import schedules as S
 from neurons._threads import running
+from neurons.kernels import _blocks
 from neurons.kernels._config import BLOCKS
 from neurons.layers import Dense
 from neurons.training import _nonfinite_leaf, _step_seed
 
-pytestmark = pytest.mark.skipif(config.DISABLE_JIT, reason="no compiled step loop without the JIT (plan gives None)")
+pytestmark = pytest.mark.skipif(config.DISABLE_JIT or _blocks.MODE != "address",
+                                reason="the compiled step loop calls kernels by address: off without the JIT and "
+                                       "in NEURONS_BLOCKS=prange (plan gives None)")
 
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "softmax")
 DTYPES = ("float32", "float64")
@@ -211,6 +214,13 @@ def test_plan_leaves_other_networks_to_the_general_path():
               neurons.Network((3, 4)).recurrent(5, "gru").dense(2)]
     for net in others:
         assert _fused.plan(net, 8, 100) is None, net
+
+
+def test_plan_leaves_the_prange_mode_to_the_general_path(monkeypatch):
+    # the chain finds its kernels by address: where the block loops fell back to prange, so does it
+    plain = neurons.Network((4,)).dense(4, "relu").dense(2)
+    monkeypatch.setattr(_blocks, "MODE", "prange")
+    assert _fused.plan(plain, 8, 100) is None
 
 
 @pytest.mark.skipif(BLOCKS == 1, reason="one Numba thread: every kernel runs as one block")

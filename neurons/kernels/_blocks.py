@@ -35,6 +35,7 @@ A body's exception cannot leave a parallel loop (its threads have no caller to r
 the loop returns the first block that failed and ``run`` runs that block again, alone, from
 Python, where the body's own exception surfaces with its own message.
 """
+import hashlib
 import importlib
 import warnings
 
@@ -43,6 +44,7 @@ import numpy as np
 from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
+from numba.core.typing import Signature
 from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
@@ -235,54 +237,90 @@ def _body_signature(args):
     return types.none(types.intp, *args.types)
 
 
+def _load_address(context, builder, module, name, signature):
+    """Code that loads the address of the jit function ``module.name`` compiled for
+    ``signature``: looked up once per process (``_jit_address``, with the GIL) into a global of
+    the calling function's module, one per function and signature. If it cannot be had, the
+    calling kernel raises RuntimeError (after printing why)."""
+    voidptr = cgutils.voidptr_t
+    key = "neurons.address." + hashlib.sha1(f"{module}.{name}{signature.args}".encode()).hexdigest()[:16]
+    slot = builder.module.globals.get(key)
+    if slot is None:
+        slot = cgutils.add_global_variable(builder.module, voidptr, key)
+        slot.linkage = "internal"
+        slot.initializer = ir.Constant(voidptr, None)
+    with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
+        pyapi = context.get_python_api(builder)
+
+        def text(value):
+            return pyapi.string_from_string(context.insert_const_string(builder.module, value))
+
+        gil = pyapi.gil_ensure()
+        mod = _import(pyapi, __name__)
+        with builder.if_else(cgutils.is_null(builder, mod), likely=False) as (failed, ok):
+            with failed:
+                _print_error(pyapi)
+            with ok:
+                lookup = pyapi.object_getattr_string(mod, "_jit_address")
+                name_mod, name_fn = text(module), text(name)
+                sig_obj = pyapi.unserialize(pyapi.serialize_object(signature))
+                result = pyapi.call_function_objargs(lookup, (name_mod, name_fn, sig_obj))
+                for obj in (lookup, name_mod, name_fn, sig_obj, mod):
+                    pyapi.decref(obj)
+                with builder.if_else(cgutils.is_null(builder, result), likely=False) as (bad, good):
+                    with bad:
+                        _print_error(pyapi)
+                    with good:
+                        builder.store(pyapi.long_as_voidptr(result), slot)
+                        pyapi.decref(result)
+        pyapi.gil_release(gil)
+        with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
+            context.call_conv.return_user_exc(builder, RuntimeError, (f"no machine code for {module}.{name}",))
+    return builder.load(slot)
+
+
 @intrinsic
 def address(typingctx, body, args):
     """The address of the ``jit`` function named by the string literal ``body``
     (``"module.function"``, taking ``(blk, *args)``) compiled for the types of ``args``, a tuple
-    of arrays and scalars. If it cannot be had, the calling kernel raises RuntimeError (after
-    printing why)."""
+    of arrays and scalars (see ``_load_address``)."""
     if not isinstance(body, types.StringLiteral) or not isinstance(args, types.BaseTuple):
         return None
     module, _, name = body.literal_value.rpartition(".")
-    dispatcher = getattr(importlib.import_module(module), name)
     signature = _body_signature(args)
-    dispatcher.get_compile_result(signature)          # compile it now, with its loop
+    getattr(importlib.import_module(module), name).get_compile_result(signature)   # compile it now, with its loop
 
     def codegen(context, builder, sig, llargs):
-        voidptr = cgutils.voidptr_t
-        slot = cgutils.add_global_variable(builder.module, voidptr, "neurons.block." + name)
-        slot.linkage = "internal"
-        slot.initializer = ir.Constant(voidptr, None)
-        with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
-            pyapi = context.get_python_api(builder)
-
-            def text(value):
-                return pyapi.string_from_string(context.insert_const_string(builder.module, value))
-
-            gil = pyapi.gil_ensure()
-            mod = _import(pyapi, __name__)
-            with builder.if_else(cgutils.is_null(builder, mod), likely=False) as (failed, ok):
-                with failed:
-                    _print_error(pyapi)
-                with ok:
-                    lookup = pyapi.object_getattr_string(mod, "_jit_address")
-                    name_mod, name_fn = text(module), text(name)
-                    sig_obj = pyapi.unserialize(pyapi.serialize_object(signature))
-                    result = pyapi.call_function_objargs(lookup, (name_mod, name_fn, sig_obj))
-                    for obj in (lookup, name_mod, name_fn, sig_obj, mod):
-                        pyapi.decref(obj)
-                    with builder.if_else(cgutils.is_null(builder, result), likely=False) as (bad, good):
-                        with bad:
-                            _print_error(pyapi)
-                        with good:
-                            builder.store(pyapi.long_as_voidptr(result), slot)
-                            pyapi.decref(result)
-            pyapi.gil_release(gil)
-            with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
-                context.call_conv.return_user_exc(builder, RuntimeError, (f"no machine code for {module}.{name}",))
-        return builder.ptrtoint(builder.load(slot), context.get_value_type(types.intp))
+        return builder.ptrtoint(_load_address(context, builder, module, name, signature),
+                                context.get_value_type(types.intp))
 
     return types.intp(body, args), codegen
+
+
+@intrinsic
+def kernel(typingctx, fn, args):
+    """``fn(*args)`` for the jit function named by the string literal ``fn``
+    (``"module.function"``), through its own machine code for these argument types (literal
+    types taken as their plain ones, as from Python): the code a call from Python runs, not a copy
+    compiled into the caller (``chain.py`` says why that matters). Its exceptions propagate."""
+    if not isinstance(fn, types.StringLiteral) or not isinstance(args, types.BaseTuple):
+        return None
+    module, _, name = fn.literal_value.rpartition(".")
+    argtys = tuple(types.unliteral(t) for t in args.types)
+    signature = Signature(None, argtys, None)        # the return type: whatever the function's is
+    restype = getattr(importlib.import_module(module), name).get_compile_result(signature).signature.return_type
+
+    def codegen(context, builder, sig, llargs):
+        fnty = context.call_conv.get_function_type(restype, argtys)
+        callee = builder.bitcast(_load_address(context, builder, module, name, signature), fnty.as_pointer())
+        values = [context.cast(builder, builder.extract_value(llargs[1], i), t, u)
+                  for i, (t, u) in enumerate(zip(args.types, argtys))]
+        status, result = context.call_conv.call_function(builder, callee, restype, argtys, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return result
+
+    return restype(fn, args), codegen
 
 
 @intrinsic

@@ -7,9 +7,9 @@ each layer's forward pass, the loss and its gradient, each layer's backward pass
 every param and of the optimizer's state. What it saves is Python's work between the kernels: at
 batch 1 a step's kernels take a few microseconds and the dispatch around them a hundred and more.
 
-Each kernel is called through ``kernel``: the very machine code the general path runs (the jit
-function's own, compiled for the same argument types, found by its address), not a copy of it
-compiled into this function. A copy is not the same code: linked into another function, a
+Each kernel is called through ``_blocks.kernel``: the very machine code the general path runs
+(the jit function's own, compiled for the same argument types, found by its address), not a
+copy of it compiled into this function. A copy is not the same code: linked into another function, a
 kernel is optimised again there, and with ``reassoc`` its sums may be regrouped (a copy of
 ``cross_entropy`` inlined here gave the last bit of one loss in 30 differently). Called by
 address, the params, the optimizer's state and the losses are the general path's, bit for bit.
@@ -24,16 +24,9 @@ optimizer's state arrays use the same layout (a state array of length 0: that op
 The optimizer kernels are elementwise, so one call over the flat array computes every element
 as one call per param does.
 """
-import hashlib
-import importlib
-
 import numpy as np
-from numba import types
-from numba.core import cgutils
-from numba.core.typing import Signature
-from numba.extending import intrinsic
 
-from . import _blocks
+from ._blocks import kernel
 from ._config import jit
 from .activations import LEAKY_RELU, LINEAR, RELU, SIGMOID, TANH
 from .objectives import AE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MAE, MSE, RMSE
@@ -43,68 +36,6 @@ SGD, ADAM, RMSPROP = 0, 1, 2
 HYPER = ("momentum", "decay", "beta1", "beta2", "eps", "alpha", "decoupled")
 # what a chunk ended with
 DONE, LOSS, PARAMS = 0, 1, 2
-
-
-
-@intrinsic
-def kernel(typingctx, fn, args):
-    """``fn(*args)`` for the jit function named by the string literal ``fn``
-    (``"module.function"``), through its own machine code for these argument types (literal
-    types taken as their plain ones, as from Python): the code a call from Python runs. Its
-    exceptions propagate."""
-    if not isinstance(fn, types.StringLiteral) or not isinstance(args, types.BaseTuple):
-        return None
-    module, _, name = fn.literal_value.rpartition(".")
-    argtys = tuple(types.unliteral(t) for t in args.types)
-    signature = Signature(None, argtys, None)        # the return type: whatever the function's is
-    restype = getattr(importlib.import_module(module), name).get_compile_result(signature).signature.return_type
-    key = hashlib.sha1(f"{fn.literal_value}{argtys}".encode()).hexdigest()[:16]
-
-    def codegen(context, builder, sig, llargs):
-        voidptr = cgutils.voidptr_t
-        slot = builder.module.globals.get("neurons.kernel." + key)
-        if slot is None:
-            slot = cgutils.add_global_variable(builder.module, voidptr, "neurons.kernel." + key)
-            slot.linkage = "internal"
-            slot.initializer = voidptr(None)
-        with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
-            # once per process: _blocks._jit_address(module, name, signature), with the GIL
-            pyapi = context.get_python_api(builder)
-
-            def text(value):
-                return pyapi.string_from_string(context.insert_const_string(builder.module, value))
-
-            gil = pyapi.gil_ensure()
-            mod = _blocks._import(pyapi, _blocks.__name__)
-            with builder.if_else(cgutils.is_null(builder, mod), likely=False) as (failed, ok):
-                with failed:
-                    _blocks._print_error(pyapi)
-                with ok:
-                    lookup = pyapi.object_getattr_string(mod, "_jit_address")
-                    name_mod, name_fn = text(module), text(name)
-                    sig_obj = pyapi.unserialize(pyapi.serialize_object(signature))
-                    result = pyapi.call_function_objargs(lookup, (name_mod, name_fn, sig_obj))
-                    for obj in (lookup, name_mod, name_fn, sig_obj, mod):
-                        pyapi.decref(obj)
-                    with builder.if_else(cgutils.is_null(builder, result), likely=False) as (bad, good):
-                        with bad:
-                            _blocks._print_error(pyapi)
-                        with good:
-                            builder.store(pyapi.long_as_voidptr(result), slot)
-                            pyapi.decref(result)
-            pyapi.gil_release(gil)
-            with builder.if_then(cgutils.is_null(builder, builder.load(slot)), likely=False):
-                context.call_conv.return_user_exc(builder, RuntimeError, (f"no machine code for {fn.literal_value}",))
-        fnty = context.call_conv.get_function_type(restype, argtys)
-        callee = builder.bitcast(builder.load(slot), fnty.as_pointer())
-        values = [context.cast(builder, builder.extract_value(llargs[1], i), t, u)
-                  for i, (t, u) in enumerate(zip(args.types, argtys))]
-        status, result = context.call_conv.call_function(builder, callee, restype, argtys, values)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return result
-
-    return restype(fn, args), codegen
 
 
 @jit
