@@ -12,7 +12,9 @@ epochs in a row; the params with the lowest validation loss are the ones returne
 import contextlib
 from dataclasses import dataclass, field
 import os
+import signal
 import sys
+import threading
 import time
 import zlib
 
@@ -195,7 +197,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
-        with running(), _compile_note(bool(print_every or progress)):
+        with running(), _compile_note(bool(print_every or progress)), _ctrl_c() as ctrl_c:
             for epoch in range(history.epochs, epochs):
                 t0 = time.perf_counter()
                 order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
@@ -213,6 +215,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                         bar.set_postfix_str(f"loss {total / min(n, (step + c.done) * batch):.4f}", refresh=False)
                         bar.update(min(n, (step + c.done) * batch) - min(n, step * batch))
                     step += c.done
+                    ctrl_c.check()
                 for step, start in enumerate(range(step * batch, n, batch), step):
                     rows = order[start:start + batch] if shuffle else slice(start, min(n, start + batch))
                     size, step_seed = min(batch, n - start), _step_seed(seed, epoch, step)
@@ -233,6 +236,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                                             Trained(net, params, history, state=stats))
                     params, stats = new, new_stats
                     total += loss * size
+                    ctrl_c.check()
                     if bar is not None:
                         bar.update(size)
                         bar.set_postfix_str(f"loss {total / min(n, start + batch):.4f}", refresh=False)
@@ -375,6 +379,36 @@ def _compile_note(wanted):
     if not wanted or _CompileNote.shown:
         return contextlib.nullcontext()
     return event.install_listener("numba:compile", _CompileNote())
+
+
+class _CtrlC:
+    """Ctrl-C noted as well as raised: a KeyboardInterrupt raised inside C code that clears
+    errors (a library call between steps; seen once in a compiled chunk's call) would be lost,
+    and the run would go on; ``check`` between steps raises it again."""
+    pressed = False
+
+    def handler(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self):
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _ctrl_c():
+    """While ``learn`` trains, on the main thread and where Python's own handler is in place."""
+    noted = _CtrlC()
+    mine = threading.current_thread() is threading.main_thread() and \
+        signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if mine:
+        signal.signal(signal.SIGINT, noted.handler)
+    try:
+        yield noted
+    finally:
+        if mine:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _nonfinite_leaf(params, name="params"):
