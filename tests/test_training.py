@@ -196,6 +196,7 @@ def test_ctrl_c_in_a_real_run_is_caught_with_the_result(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(
         "import os, signal, threading, numpy as np, neurons\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"   # a background job starts with it ignored
         "x = np.random.default_rng(0).random((4000, 20)).astype(np.float32)\n"
         "y = x.sum(1, keepdims=True)\n"
         "net = neurons.Network((20,)).dense(64, 'tanh').dense(1)\n"
@@ -237,7 +238,11 @@ def test_a_ctrl_c_swallowed_inside_a_step_still_stops_the_run(monkeypatch):
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(type(net), "_loss_grad_state", swallowing)
-    with pytest.raises(neurons.TrainingInterrupted):
-        net.learn(x, y, batch=2, epochs=5)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)     # a background job starts with it ignored
+    try:
+        with pytest.raises(neurons.TrainingInterrupted):
+            net.learn(x, y, batch=2, epochs=5)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(calls) == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler     # put back
