@@ -65,6 +65,18 @@ def plot(trained, args, script):
         print("matplotlib is not installed: no plot (pip install 'neurons[plot]')")
 
 
+def quickstart_cnn(optimizer=None):
+    """The original's quickstart CNN: conv 5x3x3 pad 1 relu -> maxpool 2 -> dense 100 relu ->
+    dense 10 softmax, no biases; ``optimizer`` (default Adam lr 1e-3), cross-entropy."""
+    return (neurons.Network((1, 28, 28))
+            .convolution(5, (3, 3), (1, 1), (1, 1), (1, 1), "relu")
+            .maxpool((2, 2), (2, 2))
+            .dense(100, "relu", bias=False)
+            .dense(10, "softmax", bias=False)
+            .set_optimizer(optimizer or neurons.optimizers.Adam(lr=1e-3))
+            .set_objective("cross_entropy"))
+
+
 def two_conv_cnn():
     """The CNN the skip and looping examples connect differently: conv 8x3x3 relu -> conv 8x3x3
     relu -> maxpool 2 -> dense 100 relu -> dense 10 softmax; Adam, cross-entropy."""

@@ -21,19 +21,15 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _common import quickstart_cnn  # noqa: E402
 import neurons  # noqa: E402
 from neurons import datasets  # noqa: E402
 
 
 def network():
-    return (neurons.Network((1, 28, 28))
-            .convolution(5, (3, 3), (1, 1), (1, 1), (1, 1), "relu")
-            .maxpool((2, 2), (2, 2))
-            .dense(100, "relu", bias=False)
-            .dense(10, "softmax", bias=False)
-            .set_optimizer(neurons.optimizers.RMSprop(lr=0.001, alpha=0.99, eps=1e-8, decay=0.0, momentum=0.01,
-                                                      centered=True))
-            .set_objective("cross_entropy"))
+    """The quickstart CNN with the original's RMSprop settings."""
+    return quickstart_cnn(neurons.optimizers.RMSprop(lr=0.001, alpha=0.99, eps=1e-8, decay=0.0, momentum=0.01,
+                                                     centered=True))
 
 
 def arguments():

@@ -9,17 +9,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from _common import arguments, images, neurons, run  # noqa: E402
+from _common import arguments, images, quickstart_cnn, run  # noqa: E402
 
 
 def network():
-    return (neurons.Network((1, 28, 28))
-            .convolution(5, (3, 3), (1, 1), (1, 1), (1, 1), "relu")
-            .maxpool((2, 2), (2, 2))
-            .dense(100, "relu", bias=False)
-            .dense(10, "softmax", bias=False)
-            .set_optimizer(neurons.optimizers.Adam(lr=1e-3))
-            .set_objective("cross_entropy"))
+    return quickstart_cnn()
 
 
 if __name__ == "__main__":
