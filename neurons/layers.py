@@ -75,6 +75,16 @@ def _uniform(rng, shape, fan_in, fan_out, act, dtype):
     return rng.uniform(-a, a, size=shape).astype(dtype)
 
 
+def _count(value, name):
+    """``value`` as an int >= 1 (units, filters): a TypeError for anything but an int, a
+    ValueError below 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
 class _Activated:
     """Shared tail of dense, convolution and deconvolution: activation then dropout."""
 
@@ -115,11 +125,7 @@ class Dense(_Activated):
     dropout: float | None = None
 
     def __post_init__(self):
-        if isinstance(self.units, bool) or not isinstance(self.units, (int, np.integer)):
-            raise TypeError(f"units must be an int, not {self.units!r}")
-        if self.units < 1:
-            raise ValueError(f"units must be >= 1, got {self.units}")
-        object.__setattr__(self, "units", int(self.units))
+        object.__setattr__(self, "units", _count(self.units, "units"))
         object.__setattr__(self, "activation", _activation(self.activation))
         object.__setattr__(self, "bias", bool(self.bias))
         object.__setattr__(self, "dropout", _dropout(self.dropout))
@@ -167,11 +173,7 @@ class _Window(_Activated):
     dropout: float | None = None
 
     def __post_init__(self):
-        if isinstance(self.filters, bool) or not isinstance(self.filters, (int, np.integer)):
-            raise TypeError(f"filters must be an int, not {self.filters!r}")
-        if self.filters < 1:
-            raise ValueError(f"filters must be >= 1, got {self.filters}")
-        object.__setattr__(self, "filters", int(self.filters))
+        object.__setattr__(self, "filters", _count(self.filters, "filters"))
         object.__setattr__(self, "kernel", _pair(self.kernel, "kernel", 1))
         object.__setattr__(self, "stride", _pair(self.stride, "stride", 1))
         object.__setattr__(self, "padding", _pair(self.padding, "padding", 0))
@@ -547,11 +549,7 @@ class Recurrent:
     dropout = None
 
     def __post_init__(self):
-        if isinstance(self.units, bool) or not isinstance(self.units, (int, np.integer)):
-            raise TypeError(f"units must be an int, not {self.units!r}")
-        if self.units < 1:
-            raise ValueError(f"units must be >= 1, got {self.units}")
-        object.__setattr__(self, "units", int(self.units))
+        object.__setattr__(self, "units", _count(self.units, "units"))
         if not isinstance(self.cell, str):
             raise TypeError(f"cell must be 'rnn', 'lstm' or 'gru', not {self.cell!r}")
         cell = self.cell.lower()

@@ -15,7 +15,8 @@ import numpy as np
 
 from ._blocks import block_count, parallel
 from ._config import jit, span
-from .conv_planes import at, copy_out, pad_plane, padded_length, sum_blocks, unpad, unpad_plane, widen, widen_plane
+from .conv_planes import (at, copy_out, pad_plane, padded_length, stride1_forward, sum_blocks, unpad,
+                          unpad_plane, widen, widen_plane)
 
 
 @jit
@@ -51,10 +52,7 @@ _forward_direct_blocks = parallel(_forward_direct_body)
 
 def forward(x, k, b, relu, padding, dilation, oh, ow):
     """y (N, F, oh, ow) from x (N, C, H, W), k (F, C, kh, kw), b (F,) or (0,), at stride 1."""
-    y = np.empty((x.shape[0], k.shape[0], oh, ow), x.dtype)
-    blocks = block_count(x.shape[0])
-    _forward_direct_blocks(blocks, (blocks, x, k, b, bool(relu), padding[0], padding[1], dilation[0], dilation[1], y))
-    return y
+    return stride1_forward(_forward_direct_blocks, x, k, b, relu, padding, dilation, oh, ow)
 
 
 def correlate(x, k, stride, padding, dilation, oh, ow):

@@ -23,7 +23,8 @@ import numpy as np
 from ._blocks import block_count, parallel
 from ._config import jit, span
 from .blas import gemm
-from .conv_planes import at, copy_out, pad_plane, padded_length, sum_blocks, unpad, unpad_plane, widen, widen_plane
+from .conv_planes import (at, copy_out, pad_plane, padded_length, stride1_forward, sum_blocks, unpad,
+                          unpad_plane, widen, widen_plane)
 
 
 @jit
@@ -82,10 +83,7 @@ _forward_gemm_blocks = parallel(_forward_gemm_body)
 
 def forward(x, k, b, relu, padding, dilation, oh, ow):
     """y (N, F, oh, ow) from x (N, C, H, W), k (F, C, kh, kw), b (F,) or (0,), at stride 1."""
-    y = np.empty((x.shape[0], k.shape[0], oh, ow), x.dtype)
-    blocks = block_count(x.shape[0])
-    _forward_gemm_blocks(blocks, (blocks, x, k, b, bool(relu), padding[0], padding[1], dilation[0], dilation[1], y))
-    return y
+    return stride1_forward(_forward_gemm_blocks, x, k, b, relu, padding, dilation, oh, ow)
 
 
 def correlate(x, k, stride, padding, dilation, oh, ow):
