@@ -5,6 +5,10 @@
 ...        .set_optimizer(neurons.optimizers.Adam(lr=0.01)).set_objective("cross_entropy"))
 >>> trained = net.learn(x, y, epochs=50)                      # doctest: +SKIP
 """
+from . import _cache
+
+_cache.install()        # before anything compiles: several processes may share the kernel cache
+
 from . import activations, datasets, layers, objectives, optimizers, schedules
 from .activations import Activation
 from .io import load, save

@@ -21,7 +21,7 @@ import zlib
 from numba.core import event
 import numpy as np
 
-from . import _checks, _fused, _tree
+from . import _checks, _fused, _tree, _warm
 from ._threads import running
 
 
@@ -197,7 +197,8 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
-        with running(), _compile_note(bool(print_every or progress)), _ctrl_c() as ctrl_c:
+        with running(), _cold_start(bool(print_every or progress), net, batch, 1000 if xv is None else min(1000, len(xv)),
+                                    dp is None and fused is None), _ctrl_c() as ctrl_c:
             for epoch in range(history.epochs, epochs):
                 t0 = time.perf_counter()
                 order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
@@ -360,25 +361,40 @@ def _bar(progress, n, epoch, epochs):
                 dynamic_ncols=True)
 
 
-class _CompileNote(event.Listener):
-    """Says once a process, when Numba starts compiling during training, that the pause is the
-    first run's compilation (the machine code is cached on disk for the next runs)."""
-    shown = False
+class _Cold(event.Listener):
+    """The first compilation during training: the cache is cold for this network. Says once a
+    process (if ``note``) that the pause is the first run's compilation (the machine code is
+    cached on disk for the next runs), and starts a helper process that compiles the same
+    kernels from the other end (``_warm.py``); stopped when training ends."""
+    noted = False
+
+    def __init__(self, note, warm):
+        self.note, self.warm, self.helper = note, warm, None
 
     def on_start(self, ev):
-        if not _CompileNote.shown:
-            _CompileNote.shown = True
+        if self.note and not _Cold.noted:
+            _Cold.noted = True
             from tqdm import tqdm
             tqdm.write("compiling kernels for this network (first run only, cached afterwards)", file=sys.stderr)
+        if self.warm is not None:
+            self.helper, self.warm = _warm.start(*self.warm), None
 
     def on_end(self, ev):
         pass
 
 
-def _compile_note(wanted):
-    if not wanted or _CompileNote.shown:
-        return contextlib.nullcontext()
-    return event.install_listener("numba:compile", _CompileNote())
+@contextlib.contextmanager
+def _cold_start(note, net, batch, eval_batch, warm):
+    """While training: ``_Cold``, if it has something to do."""
+    if not warm and (not note or _Cold.noted):
+        yield
+        return
+    cold = _Cold(note, (net, batch, eval_batch) if warm else None)
+    try:
+        with event.install_listener("numba:compile", cold):
+            yield
+    finally:
+        _warm.stop(cold.helper)
 
 
 class _CtrlC:

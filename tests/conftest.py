@@ -3,6 +3,10 @@ from pathlib import Path
 
 import pytest
 
+# no cold-start helper processes (neurons/_warm.py) beside the tests' many short trainings:
+# tests/test_warm.py turns it on where it tests it
+os.environ.setdefault("NEURONS_WARM", "0")
+
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"
 

@@ -1,0 +1,98 @@
+"""A second process that compiles a network's kernels while the first one starts training.
+
+On an empty cache, a training run spends most of its first step compiling, one function after
+another on one core. When ``learn`` sees Numba start compiling, it starts this process on the
+same network and batch size (``start``): it runs the same kernels on zeros in the opposite
+order, the optimizer's update first, then the evaluation pass, the loss and the layers from the
+last to the first, and Numba writes each one to the on-disk cache as it is compiled. The training
+process, reaching a kernel the helper has finished, loads it from the cache instead of
+compiling it; the two meet in the middle. Nothing passes between them but the cache, whose files
+Numba writes whole (a kernel both compile is written twice, the same). The helper is stopped
+when training ends, and nothing depends on it: if it fails, or is slow, the training process
+compiles what it needs itself, as without it.
+
+Not started under ``NUMBA_DISABLE_JIT`` or ``NEURONS_BLOCKS=prange`` (nothing, or not
+everything, is cached), where the cache cannot be locked (``_cache.py``: two processes adding
+entries to one function's index at once could otherwise mix them up), nor with
+``NEURONS_WARM=0``.
+"""
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+
+
+def wanted():
+    from . import _cache
+    from .kernels import _blocks
+    return _cache.SAFE and _blocks.MODE == "address" and os.environ.get("NEURONS_WARM", "1") != "0"
+
+
+def start(net, batch, eval_batch):
+    """The helper process (``subprocess.Popen``) for ``net`` at these batch sizes, or None."""
+    if not wanted():
+        return None
+    try:
+        job = pickle.dumps((net, int(batch), int(eval_batch)))
+        proc = subprocess.Popen([sys.executable, "-m", "neurons._warm"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc.stdin.write(job)
+        proc.stdin.close()
+        return proc
+    except Exception:       # no helper, no harm: training compiles what it needs itself
+        return None
+
+
+def stop(proc):
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def warm(net, batch, eval_batch):
+    """Run ``net``'s kernels on zeros, in the reverse of a training step's order."""
+    from . import graph
+    from ._threads import running
+    from .kernels import objectives as kobj
+    params = net.init(0)
+    with running():
+        net.optimizer.update(params, net.optimizer.init(params), params)
+        x = np.zeros((eval_batch,) + net.input_shape, net.dtype)
+        net._outputs_and_loss(params, x, _targets(net, eval_batch), net._stats(None))
+        out = np.zeros((batch, int(np.prod(net.output_shape))), net.dtype)
+        if net._fused:
+            kobj.softmax_cross_entropy(out, _targets(net, batch))
+        else:
+            lo, hi = net.clip if net.clip else (0.0, 0.0)
+            kobj.objective_forward_backward(out, _targets(net, batch), net.objective.value, net.clip is not None,
+                                            lo, hi)
+        program, layers, shapes, stats = net.program, net.layers, net.shapes, net._stats(None) or {}
+        last = len(program.ops) - 1
+        for k in range(last, -1, -1):
+            op = program.ops[k]
+            if not isinstance(op, graph.Apply):
+                continue
+            spec, p = graph._spec(layers, op), graph._param(params, op)
+            xin = np.zeros((batch,) + graph._in_shape(shapes, layers, op), net.dtype)
+            activate = k != last or not net._fused
+            if (op.layer, op.sub) in stats:
+                y, cache, _ = spec.forward_state(p, stats[(op.layer, op.sub)], xin, True)
+            else:
+                y, cache = spec.forward(p, xin, True, 1, activate)
+            spec.backward(p, cache, np.zeros_like(y), op.src != 0, activate)
+
+
+def _targets(net, n):
+    """Zero targets of ``n`` samples, shaped as ``net``'s training targets."""
+    return np.zeros((n, int(np.prod(net.output_shape))), net.dtype)
+
+
+def main():
+    net, batch, eval_batch = pickle.loads(sys.stdin.buffer.read())
+    warm(net, batch, eval_batch)
+
+
+if __name__ == "__main__":
+    main()
