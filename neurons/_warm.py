@@ -31,7 +31,8 @@ def wanted():
 
 
 def start(net, batch, eval_batch):
-    """The helper process (``subprocess.Popen``) for ``net`` at these batch sizes, or None."""
+    """The helper process (``subprocess.Popen``) for ``net`` at these batch sizes (``eval_batch``
+    0: no evaluation pass), or None."""
     if not wanted():
         return None
     try:
@@ -52,15 +53,17 @@ def stop(proc):
 
 
 def warm(net, batch, eval_batch):
-    """Run ``net``'s kernels on zeros, in the reverse of a training step's order."""
+    """Run ``net``'s kernels on zeros, in the reverse of a training run's order: the update, the
+    evaluation pass (``eval_batch`` samples; 0: none), the loss, each layer forward and back."""
     from . import graph
     from ._threads import running
     from .kernels import objectives as kobj
     params = net.init(0)
     with running():
         net.optimizer.update(params, net.optimizer.init(params), params)
-        x = np.zeros((eval_batch,) + net.input_shape, net.dtype)
-        net._outputs_and_loss(params, x, _targets(net, eval_batch), net._stats(None))
+        if eval_batch:
+            x = np.zeros((eval_batch,) + net.input_shape, net.dtype)
+            net._outputs_and_loss(params, x, _targets(net, eval_batch), net._stats(None))
         out = np.zeros((batch, int(np.prod(net.output_shape))), net.dtype)
         if net._fused:
             kobj.softmax_cross_entropy(out, _targets(net, batch))

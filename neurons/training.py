@@ -197,7 +197,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
-        with running(), _cold_start(bool(print_every or progress), net, batch, 1000 if xv is None else min(1000, len(xv)),
+        with running(), _cold_start(bool(print_every or progress), net, batch, 0 if xv is None else min(1000, len(xv)),
                                     dp is None and fused is None), _ctrl_c() as ctrl_c:
             for epoch in range(history.epochs, epochs):
                 t0 = time.perf_counter()

@@ -29,7 +29,7 @@ def maxpool_forward(x, kernel, stride):
     return _forward_any(np.ascontiguousarray(x), tuple(kernel), tuple(stride))
 
 
-@jit
+@jit(inline="always")
 def _first_nan(plane, at, kh, kw, w):
     """The flat index of the first NaN (row-major) in the kh x kw window starting at ``at``, or -1."""
     for i in range(kh):
@@ -40,7 +40,7 @@ def _first_nan(plane, at, kh, kw, w):
     return -1
 
 
-@jit
+@jit(inline="always")
 def _nan_windows(plane, kh, kw, sh, sw, w, y_plane, arg_plane, ow):
     """After a plane's pass: every window that holds a NaN gets the first one as its output and arg.
 
@@ -61,7 +61,7 @@ def _nan_windows(plane, kh, kw, sh, sw, w, y_plane, arg_plane, ow):
             arg_plane[o] = p
 
 
-@jit
+@jit(inline="always")
 def _planes(blk, blocks, x, y, arg):
     """x, y and arg as (N·C, plane) arrays, and block ``blk``'s range of planes."""
     n, c = x.shape[0], x.shape[1]
