@@ -12,14 +12,14 @@ import pytest
 import neurons
 from neurons import _cache, _warm
 
-# a network off the compiled-chain path (a convolution), so that training takes the step-by-step
-# path the helper warms; small, so that it compiles in seconds
+# a network off the compiled-chain path (dropout), so that training takes the step-by-step path
+# the helper warms; small, so that it compiles in seconds
 NET = textwrap.dedent("""
     import numpy as np, neurons
-    net = (neurons.Network((1, 6, 6)).convolution(2, 3, padding=1, activation="relu").maxpool(2)
-           .dense(3, "softmax").set_optimizer(neurons.optimizers.Adam(lr=1e-3)))
+    net = (neurons.Network((6,)).dense(5, "relu", dropout=0.25).dense(3, "softmax")
+           .set_optimizer(neurons.optimizers.Adam(lr=1e-3)))
     rng = np.random.default_rng(0)
-    x = rng.random((40, 1, 6, 6), dtype=np.float32)
+    x = rng.random((40, 6), dtype=np.float32)
     y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 40)]
 """)
 
@@ -45,22 +45,31 @@ COUNT = """
 
 
 def test_the_helper_compiles_what_training_needs(tmp_path):
-    # warm() alone, in one process, then training in another: nothing left to compile, so the
-    # helper compiles the same kernels, for the same argument types, as a training step does
-    _run("from neurons import _warm; _warm.warm(net, 8, 10)", tmp_path, NEURONS_WARM="0")
+    # warm() alone, in one process, compiles (the cache was empty), then training in another
+    # finds nothing left to compile: the helper compiles the same kernels, for the same argument
+    # types, as training does
+    warm = COUNT.replace("trained = net.learn(x, y, validation=(x[:10], y[:10]), batch=8, epochs=1)",
+                         "from neurons import _warm; _warm.warm(net, 8, 10)")
+    assert not _run(warm, tmp_path, NEURONS_WARM="0").startswith("0 ")
     assert _run(COUNT, tmp_path, NEURONS_WARM="0").startswith("0 []")
-    # without it, the same training compiles (the count above is not zero by construction)
-    assert not _run(COUNT, tmp_path / "fresh", NEURONS_WARM="0").startswith("0 ")
 
 
 def test_training_with_the_helper_gives_the_same_result(tmp_path):
-    # learn starts the helper on its first compilation; whatever the two processes write to the
-    # cache, the trained params are those of a run without the helper
+    # learn starts the helper on its first compilation (once); whatever the two processes write
+    # to the cache, the trained params are those of a run without the helper
     code = """
+        from neurons import _warm
+        helpers, start = [], _warm.start
+        _warm.start = lambda *args: helpers.append(start(*args)) or helpers[-1]
         trained = net.learn(x, y, batch=8, epochs=2, seed=3)
         print(repr([a.tobytes().hex() for a in neurons._tree.leaves(trained.params)]))
+        print(len(helpers), [h.poll() is not None for h in helpers if h is not None])
     """
-    assert _run(code, tmp_path / "a", NEURONS_WARM="1") == _run(code, tmp_path / "b", NEURONS_WARM="0")
+    with_helper = _run(code, tmp_path / "a", NEURONS_WARM="1").splitlines()
+    without = _run(code, tmp_path / "b", NEURONS_WARM="0").splitlines()
+    assert with_helper[0] == without[0]
+    assert with_helper[1] == "1 [True]"         # started once, and over when learn returned
+    assert without[1] == "1 []"                 # asked for, not started
 
 
 def test_the_helper_is_stopped_and_optional():
