@@ -5,7 +5,8 @@
 Each measurement runs in its own fresh process (``bench/worker.py``), frameworks alternated,
 after a JIT/warm-up pass; the median and spread over ``--reps`` are reported. PyTorch's column
 is skipped when it is not installed. Also measured: cold start (import, build, first training
-step; with an empty and with a filled compile cache), inference throughput, peak memory and the
+step; with an empty compile cache, with and without the helper process that compiles from the
+other end, and with a filled one; and ``neurons demo`` whole, on an empty cache), inference throughput, peak memory and the
 achieved GFLOP/s against this machine's measured float32 matmul peak. Results go to
 ``bench/results/<date>.json``; the table is printed in Markdown.
 """
@@ -61,17 +62,36 @@ print(time.perf_counter() - t0)
 """
 
 
+def _cold_run(args, threads, cache, helper):
+    """Wall seconds of ``python args...`` in a fresh process on the compile cache ``cache``, with
+    or without the cold-start helper process (``neurons/_warm.py``); and its stdout."""
+    env = dict(_env(threads, cache), NEURONS_WARM="1" if helper else "0")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=ROOT, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return time.perf_counter() - t0, out.stdout
+
+
 def cold_start(arch, threads):
-    """Seconds for a fresh process to import, build and take its first training step."""
-    with tempfile.TemporaryDirectory() as cache:
-        res = []
-        for _ in range(2):      # empty cache, then the cache the first run filled
-            out = subprocess.run([sys.executable, "-c", COLD.format(arch=arch)], capture_output=True, text=True,
-                                 cwd=ROOT, env=_env(threads, cache))
-            if out.returncode != 0:
-                raise RuntimeError(out.stderr[-3000:])
-            res.append(float(out.stdout.strip().splitlines()[-1]))
-    return {"compile_s": res[0], "cached_s": res[1]}
+    """Seconds for a fresh process to import, build and take its first training step: with an
+    empty compile cache (with the helper process, as users run it, and without), and with the
+    cache the first run filled."""
+    run = lambda cache, helper: float(_cold_run(["-c", COLD.format(arch=arch)], threads, cache,  # noqa: E731
+                                                helper)[1].strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as alone:
+        return {"compile_s": run(cache, True), "cached_s": run(cache, True), "compile_no_helper_s": run(alone, False)}
+
+
+def demo_cold(threads, reps):
+    """``neurons demo`` from a fresh process on an empty cache, as the README's first command
+    runs it (wall seconds, the command's whole run), with and without the helper, alternated."""
+    times = {True: [], False: []}
+    for rep in range(reps):
+        for helper in (True, False) if rep % 2 == 0 else (False, True):
+            with tempfile.TemporaryDirectory() as cache:
+                times[helper].append(_cold_run(["-m", "neurons", "demo"], threads, cache, helper)[0])
+    return {"helper_s": sorted(times[True]), "no_helper_s": sorted(times[False])}
 
 
 def matmul_peak(threads):
@@ -132,10 +152,12 @@ def main(argv=None):
                   f"[{row['neurons']['min_s']:.2f}-{row['neurons']['max_s']:.2f}]{t}", flush=True)
 
     cold = {} if args.no_cold else {arch: cold_start(arch, args.threads) for arch in archs}
+    demo = None if args.no_cold else demo_cold(args.threads, args.reps)
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": {
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
-        "matmul_peak_gflops": peak}, "rows": rows, "cold_start": cold}
+        "matmul_peak_gflops": peak}, "rows": rows, "cold_start": cold,
+        "demo_cold": demo}
     out = args.out or os.path.join(HERE, "results", datetime.date.today().isoformat() + ".json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as fh:
@@ -162,10 +184,17 @@ def table(result):
         lines.append(line)
     if result.get("cold_start"):
         lines.append("")
-        lines.append("| network | cold start, empty cache (s) | cold start, cached (s) |")
-        lines.append("|---|---|---|")
+        lines.append("| network | first step, empty cache (s) | the same without the helper (s) | cached (s) |")
+        lines.append("|---|---|---|---|")
         for arch, c in result["cold_start"].items():
-            lines.append(f"| {arch} | {c['compile_s']:.1f} | {c['cached_s']:.1f} |")
+            alone = f"{c['compile_no_helper_s']:.1f}" if "compile_no_helper_s" in c else ""
+            lines.append(f"| {arch} | {c['compile_s']:.1f} | {alone} | {c['cached_s']:.1f} |")
+    if result.get("demo_cold"):
+        d = result["demo_cold"]
+        span = lambda t: f"{statistics.median(t):.1f} ({min(t):.1f}-{max(t):.1f})"  # noqa: E731
+        lines.append("")
+        lines.append(f"`neurons demo` on an empty cache: {span(d['helper_s'])} s; without the helper "
+                     f"{span(d['no_helper_s'])} s")
     return "\n".join(lines)
 
 
