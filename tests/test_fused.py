@@ -14,6 +14,8 @@ from neurons import optimizers as O
 from neurons import schedules as S
 from neurons._threads import running
 from neurons.kernels import _blocks
+from neurons.kernels import activations as kact
+from neurons.kernels import dense as kdense
 from neurons.kernels._config import BLOCKS
 from neurons.layers import Dense
 from neurons.training import _nonfinite_leaf, _step_seed
@@ -234,11 +236,12 @@ def test_plan_refuses_work_the_kernels_split_into_blocks():
     big = neurons.Network((200,)).dense(200).dense(2)
     assert _fused.plan(big.set_optimizer(O.SGD()), 1, 50) is not None
     assert _fused.plan(big.set_optimizer(O.Adam()), 1, 50) is None
-    # an activation over 512 x 200 >= 65,536 elements (the products, 512 x 200 x 1, are one block)
-    wide = neurons.Network((1,)).dense(200, "tanh").dense(1)
-    assert _fused.plan(wide, 256, 1000) is not None
-    assert _fused.plan(wide, 512, 1000) is None
-    assert _fused.plan(neurons.Network((1,)).dense(200).dense(1), 512, 1000) is not None     # linear: no kernel
+    # an activation splits from 262,144 elements, (rows, units), a product below it from 200,000
+    # multiply-adds, rows x units x inputs: the product is always refused first
+    assert kact.PARALLEL_MIN > kdense.SPLIT
+    wide = neurons.Network((1,)).dense(300, "tanh").dense(1)
+    assert _fused.plan(wide, 512, 2000) is not None
+    assert _fused.plan(wide, 1024, 2000) is None
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

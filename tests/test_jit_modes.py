@@ -46,7 +46,7 @@ _KERNELS = """
     y = conv.conv_forward(x, k, b, (1, 1), (1, 1), (1, 1), relu=True)
     grads = conv.conv_backward(y, x, k, (1, 1), (1, 1), (1, 1), True, relu_y=y)
     out["conv"] = np.concatenate([y.ravel()] + [a.ravel() for a in grads])
-    z = rng.standard_normal((300, 300), np.float32)         # above activations.PARALLEL_MIN
+    z = rng.standard_normal((520, 520), np.float32)         # above activations.PARALLEL_MIN
     out["relu"] = activations.activation_forward(z, activations.RELU)
     np.savez(sys.argv[1], **out)
     print(_blocks.MODE, neurons.kernels._cache_dir())

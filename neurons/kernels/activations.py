@@ -5,12 +5,15 @@ Codes (the Python side maps names to them): 0 linear, 1 sigmoid, 2 tanh, 3 relu,
 ``FORWARD[code]`` and ``BACKWARD[code]`` pick the kernels (``None`` for linear: the identity),
 serial ones that write into the output they are given. ``activation_forward`` and
 ``activation_backward`` run them on the whole array when it is small (below ``PARALLEL_MIN``
-elements: a dense layer's (N, units); measured, ReLU at 32 x 100: 4.2 us in blocks, 1.1 us
-serial; 128 x 256: 6.0 against 5.2 us) and otherwise on one block of rows per thread (32 x 6272:
-20 against 36 us). A small-array network so compiles only the serial kernels it uses; the block
-path compiles all of them (one block body per direction, not one per activation), inlined into
-the one function that picks among them (compiling both directions and ReLU's serial kernels
-took 5.1-5.8 CPU seconds with them as separate functions, 3.7-4.8 inlined, imports included). Either way
+elements: a dense layer's (N, units); measured, ReLU at 32 x 100: 4.2 us in blocks, 1.1 us serial;
+128 x 256: 6.0 against 5.2 us) and otherwise on one block of rows per thread (32 x 6272: 20 against
+36 us). The split starts at 2^18 elements, not where blocks start to win (about 2^16): between the
+two they save a few microseconds a call, and compiling the block path cost the demo's cold start
+1.4 s, for the one pass that took it (its evaluation at 1000 x 100; a convolution's ReLU is inside
+the convolution). A small-array network so compiles only the serial kernels it uses; the block path
+compiles all of them (one block body per direction, not one per activation), inlined into the one
+function that picks among them (compiling both directions and ReLU's serial kernels took 5.1-5.8
+CPU seconds with them as separate functions, 3.7-4.8 inlined, imports included). Either way
 every element is computed the same way: the bits do not depend on the path or the thread count.
 
 Backward passes need only the output ``y``: relu and leaky_relu are increasing, so ``y > 0``
@@ -29,7 +32,7 @@ from ._config import jit, span
 LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, SOFTMAX = 0, 1, 2, 3, 4, 5
 SLOPE = 0.01
 # arrays with at least this many elements are split into one block of rows per thread
-PARALLEL_MIN = 65536
+PARALLEL_MIN = 262144
 
 
 @jit(inline="always")
