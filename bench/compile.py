@@ -1,7 +1,7 @@
 """Where a cold start's time goes: every Numba compilation ``neurons demo`` triggers, each
 function's own seconds (its callees' compilations taken out) and how many times it compiled.
 
-    rm -rf /tmp/cold; NUMBA_CACHE_DIR=/tmp/cold python -m bench.compile [--top 30]
+    rm -rf /tmp/cold; NUMBA_CACHE_DIR=/tmp/cold python -m bench.compile [--top 30] [--cpu] [--arch NAME]
 
 Run it with an empty cache (as above): with a filled one nothing compiles. ``--cpu`` counts the
 main thread's CPU seconds instead of wall-clock ones: steadier while other jobs share the cores.
@@ -40,14 +40,22 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--cpu", action="store_true", help="CPU seconds of the main thread, not wall-clock ones")
+    p.add_argument("--arch", default=None, help="a benchmark network's first training step instead of the demo")
     args = p.parse_args(argv)
     os.environ["NEURONS_WARM"] = "0"
     clock = time.thread_time if args.cpu else time.perf_counter
     listener = _Own(clock)
     event.register("numba:compile", listener)
     t0 = clock()
-    from neurons.cli import main as neurons_main
-    neurons_main(["demo"])
+    if args.arch:
+        import numpy as np
+        from bench.archs import neurons_net
+        net = neurons_net(args.arch)
+        x = np.random.default_rng(0).random((32,) + net.input_shape, dtype=np.float32)
+        net.learn(x, np.arange(32) % 10, batch=32, epochs=1)
+    else:
+        from neurons.cli import main as neurons_main
+        neurons_main(["demo"])
     total = clock() - t0
     print(f"\n{total:.1f} {'CPU ' if args.cpu else ''}s in all, {sum(listener.own.values()):.1f} s compiling: "
           f"{sum(listener.count.values())} compilations of {len(listener.count)} functions")

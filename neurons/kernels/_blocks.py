@@ -140,8 +140,7 @@ def block_count(items, work=0, minimum=0):
 
 def _address_loop(name):
     def each(blocks, args):
-        _check_args(args)
-        addr = address(name, args)
+        addr = address(name, args)          # (refuses tuples among args, as _check_args)
         failed = np.zeros(blocks, np.uint8)
         for blk in prange(blocks):
             failed[blk] = call_block(addr, blk, args)
@@ -286,6 +285,8 @@ def address(typingctx, body, args):
     of arrays and scalars (see ``_load_address``)."""
     if not isinstance(body, types.StringLiteral) or not isinstance(args, types.BaseTuple):
         return None
+    if any(isinstance(t, types.BaseTuple) for t in args.types):
+        raise TypingError(_NOT_TUPLES)      # here, not by _check_args' overload: one function less to compile
     module, _, name = body.literal_value.rpartition(".")
     signature = _body_signature(args)
     getattr(importlib.import_module(module), name).get_compile_result(signature)   # compile it now, with its loop
