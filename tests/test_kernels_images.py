@@ -66,15 +66,18 @@ def test_conv_primitives_against_naive_loops(strategy, dtype, n):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 3])
-def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n):
-    """conv_backward's one-pass GEMM form (stride 1, >= 4 filters): dx, dk, db as the direct loops."""
+@pytest.mark.parametrize("filters", [5, 12, 16])
+def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n, filters):
+    """conv_backward's one-pass GEMM form (stride 1, >= 4 filters): dx, dk, db as the direct loops.
+    Its dk is accumulated as (taps, F) when there are more taps (2·3·2 = 12) than filters, else as
+    (F, taps): 5 filters take the first, 12 and 16 the second."""
     x, _, _ = _case(n, dtype, seed=4)
-    k = np.random.default_rng(5).normal(size=(5, 2, 3, 2)).astype(dtype)
+    k = np.random.default_rng(5).normal(size=(filters, 2, 3, 2)).astype(dtype)
     tol = TOL[dtype] * 10
     for p, d in itertools.product([0, 1, 2], [1, 2]):
         pa, di = (p, p + 1 if p < 2 else p), (d, d)
         oh, ow = _out(7, 3, 1, pa[0], d), _out(6, 2, 1, pa[1], d)
-        dy = np.random.default_rng(6).normal(size=(n, 5, oh, ow)).astype(dtype)
+        dy = np.random.default_rng(6).normal(size=(n, filters, oh, ow)).astype(dtype)
         for need_dx in (True, False):
             dx, dk, db = kc.conv_backward(dy, x, k, (1, 1), pa, di, need_dx)
             assert (dx is None) != need_dx
