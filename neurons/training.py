@@ -23,7 +23,6 @@ import numpy as np
 
 from . import _checks, _fused, _tree, _warm
 from ._threads import running
-from .optimizers import _Optimizer
 
 
 class TrainingError(FloatingPointError):
@@ -195,11 +194,6 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     good, good_stats = params, stats
     epoch = step = 0
     fused = _fused.plan(net, batch, n) if dp is None else None     # None: the general path, step by step
-    # the step before last's params and optimizer state, written over by the next update instead
-    # of fresh arrays (see optimizers.py): only arrays the optimizer made here (``ours``), never
-    # the caller's, and never the best epoch's
-    ours = recycled = None
-    reuse = isinstance(opt, _Optimizer)     # not another object with init and update: fresh arrays
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
@@ -234,11 +228,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                         raise TrainingError(f"the loss became {loss} at epoch {epoch + 1}, batch {step + 1}",
                                             Trained(net, good, history, state=good_stats))
                     good, good_stats = params, stats
-                    spare = recycled if recycled is not None and recycled[0] is not best else None
-                    recycled = (params, state) if params is ours else None
-                    new, state = opt.update(grads, state, params, _into=spare) if spare else \
-                        opt.update(grads, state, params)
-                    ours = new if reuse else None
+                    new, state = opt.update(grads, state, params)
                     bad = _nonfinite_leaf(new)
                     if bad is None and net._state_keys:
                         bad = _nonfinite_leaf(new_stats, "state")
