@@ -585,9 +585,15 @@ class Recurrent:
 
     def forward(self, params, x, train=False, seed=0, activate=True):
         b_ih, b_hh = self._biases(params, x.dtype)
-        return krec.recurrent_forward(x, params[0], params[1], b_ih, b_hh, CELLS[self.cell], self.return_sequences)
+        y, cache = krec.recurrent_forward(x, params[0], params[1], b_ih, b_hh, CELLS[self.cell],
+                                          self.return_sequences, train)
+        # inference keeps nothing for a backward pass (a faster forward, the same bits), so its
+        # cache is just ``x``: a backward pass from it runs the training forward first
+        return y, (cache if train else x)
 
     def backward(self, params, cache, dy, need_dx=True, activate=True):
+        if isinstance(cache, np.ndarray):           # from an inference forward (see ``forward``)
+            cache = self.forward(params, cache, True)[1]
         dx, dw_ih, dw_hh, db_ih, db_hh = krec.recurrent_backward(dy, cache, params[0], params[1],
                                                                  CELLS[self.cell], need_dx, self.bias)
         return dx, ((dw_ih, dw_hh, db_ih, db_hh) if self.bias else (dw_ih, dw_hh))

@@ -107,6 +107,84 @@ def test_blocks_of_batch_rows_equal_one_block(cell, monkeypatch):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+# (steps, features, units, samples): one block, a few samples at a time (less than a chunk);
+# a recurrence large enough to split into blocks (``krec.SPLIT``) with samples past whole chunks
+# (``krec.CHUNK``) and leftover rows in the products' tiles; and units as many as the benchmark's,
+# whose weights inference spreads (``krec._spread``)
+INFERENCE_SIZES = {"small": (5, 3, 4, 3), "split": (9, 6, 16, 6 * krec.CHUNK + 5), "wide": (3, 20, 128, 30)}
+
+
+@pytest.mark.parametrize("size", sorted(INFERENCE_SIZES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("sequences", [True, False])
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_forward_is_the_training_forward_to_the_bit(cell, sequences, bias, dtype, size):
+    """The inference forward (chunks of samples, state in short step axes, spread weights, no
+    cache) gives the training forward's very bits, in one block and in as many as threads."""
+    steps, features, units, n = INFERENCE_SIZES[size]
+    spec = Recurrent(units, cell, sequences, bias)
+    params = _params(spec, (steps, features), dtype, seed=21, scale=0.7)
+    x = _x((n, steps, features), dtype, seed=22)
+    code = {"rnn": krec.RNN, "lstm": krec.LSTM, "gru": krec.GRU}[cell]
+    if size == "split":         # as many blocks as threads
+        assert krec._blocks(n, steps, krec.GATES[code] * units, units) == krec.block_count(n)
+    if size == "wide":
+        assert krec._spread(params[1].T).shape[1] > params[1].shape[0]
+    want, cache = spec.forward(params, x, True)
+    assert isinstance(cache, tuple)
+    got, kept = spec.forward(params, x, False)
+    assert kept is x                                   # nothing of the steps kept
+    assert got.dtype == dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    b_ih, b_hh = spec._biases(params, dtype)
+    y, nothing = krec.recurrent_forward(x, params[0], params[1], b_ih, b_hh, code, sequences, train=False)
+    assert nothing is None
+    np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell", CELLS)
+def test_inference_in_three_blocks_and_odd_sizes(cell, dtype, monkeypatch):
+    """3 blocks of samples (a parallel loop whatever the thread count), units whose gates are a
+    whole number of tiles' columns or not (leftover columns in the products), and blocks of less
+    than a chunk or of a chunk and a bit."""
+    monkeypatch.setattr(krec, "_blocks", lambda n, *rest: min(3, n))
+    for units, n in ((4, 3), (5, 7), (12, 3 * krec.CHUNK + 4), (16, 3 * krec.CHUNK + 1)):
+        for sequences in (False, True):
+            spec = Recurrent(units, cell, sequences)
+            params = _params(spec, (6, 5), dtype, seed=23, scale=0.7)
+            x = _x((n, 6, 5), dtype, seed=24)
+            np.testing.assert_array_equal(spec.forward(params, x, False)[0], spec.forward(params, x, True)[0])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_predict_is_the_training_forward_to_the_bit(cell):
+    """``predict`` (inference, in batches, the last one short) against the training forward of the
+    whole network, a recurrent layer then a dense one, float32 as the benchmark runs it."""
+    net = neurons.Network((7, 6)).recurrent(16, cell).dense(3, "softmax")
+    params = net.init(2)
+    x = _x((2 * krec.CHUNK + 11, 7, 6), np.float32, seed=25)
+    want = net.forward(params, x, train=True)
+    np.testing.assert_array_equal(net.predict(params, x), want)
+    np.testing.assert_array_equal(net.predict(params, x, batch=20), want)
+    trained = net.learn(x, np.arange(len(x)) % 3, batch=16, epochs=1)
+    np.testing.assert_array_equal(trained.predict(x), net.forward(trained.params, x, train=True))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_backward_from_an_inference_forward(cell):
+    """A backward pass from an inference forward's cache (``x``: the training forward runs first)
+    gives what one from a training forward gives."""
+    spec = Recurrent(5, cell, True)
+    params = _params(spec, (4, 3), np.float64, seed=26)
+    x, dy = _x((6, 4, 3), seed=27), _x((6, 4, 5), seed=28)
+    want = spec.backward(params, spec.forward(params, x, True)[1], dy, True)
+    got = spec.backward(params, spec.forward(params, x, False)[1], dy, True)
+    for a, b in zip((want[0],) + want[1], (got[0],) + got[1]):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_float32_gates_are_accurate_and_keep_nan():
     """The vectorised float32 sigmoid and tanh against float64, within 3 ulp (or below the smallest
     normal float32); NaN stays NaN."""
