@@ -8,7 +8,9 @@ loaded for the other signature. That machine code, called with the wrong argumen
 crashed a process here (a segfault, in a cold-start helper compiling in the opposite order of
 the training process, ``_warm.py``); Dask workers and MPI ranks on an empty cache are exposed
 the same way. ``install`` wraps Numba's ``save`` and ``load`` in a lock on a file beside the
-index (``fcntl.flock``: exclusive to save, shared to load), which makes each one whole.
+index (``fcntl.flock``: exclusive to save, shared to load), which makes each one whole; and
+``Dispatcher.compile`` in a lock per function and signature, so that a kernel two processes
+need at once is compiled by one of them and loaded by the other.
 
 ``SAFE`` says whether the lock is in place (not where ``fcntl`` or these Numba internals are
 missing; ``_warm.py`` then starts no helper).
@@ -37,18 +39,58 @@ def _locked(method, mode):
     return run
 
 
+_compiling = set()     # the functions this process holds the compile lock of (compiles nest)
+
+
+def _one_compiler(compile):
+    """``Dispatcher.compile`` run while holding a lock beside the function's index, one per
+    signature, so that of several processes needing one function, one compiles it and the others
+    wait, then
+    load it from the cache (Numba's ``compile`` looks there first): the cold-start helper and the
+    training process meet without compiling the same kernel twice over. Compiles nest only down
+    the call graph (a kernel's callees, a loop's body), which has no cycles, so the locks cannot
+    deadlock; a lock this process holds already is not taken again."""
+    import fcntl
+    import hashlib
+    from numba.core import sigutils
+
+    def run(self, sig):
+        index = getattr(getattr(getattr(self, "_cache", None), "_cache_file", None), "_index_path", None)
+        if index is None:                           # not cached: nothing to wait for
+            return compile(self, sig)
+        args = str(tuple(sigutils.normalize_signature(sig)[0]))
+        path = f"{index}.{hashlib.sha1(args.encode()).hexdigest()[:16]}.compiling"
+        if path in _compiling:
+            return compile(self, sig)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return compile(self, sig)
+        _compiling.add(path)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return compile(self, sig)
+        finally:
+            _compiling.discard(path)
+            os.close(fd)
+    return run
+
+
 def install():
-    """Wrap ``IndexDataCacheFile.save`` and ``load`` in the lock (once)."""
+    """Wrap ``IndexDataCacheFile.save`` and ``load`` in the lock, and ``Dispatcher.compile`` in
+    the compile lock (once)."""
     global SAFE
     if SAFE:
         return
     try:
         import fcntl
         from numba.core.caching import IndexDataCacheFile as cls
-        save, load = cls.save, cls.load
+        from numba.core.dispatcher import Dispatcher
+        save, load, compile = cls.save, cls.load, Dispatcher.compile
     except (ImportError, AttributeError):
         return
     if not hasattr(cls, "_open_for_write"):      # not the Numba this was written against
         return
     cls.save, cls.load = _locked(save, fcntl.LOCK_EX), _locked(load, fcntl.LOCK_SH)
+    Dispatcher.compile = _one_compiler(compile)
     SAFE = True

@@ -125,3 +125,39 @@ def test_concurrent_saves_of_different_keys_all_survive(tmp_path):
     from numba.core.caching import IndexDataCacheFile
     f = IndexDataCacheFile(str(tmp_path), "g-1.py311", ("stamp", 1))
     assert [f.load((me, i)) for me in "ab" for i in range(200)] == [(me, i) for me in "ab" for i in range(200)]
+
+
+def test_one_process_compiles_what_several_need_at_once(tmp_path):
+    # two processes reaching one function, same signature, at the same moment on an empty cache:
+    # one compiles it, the other waits for the compile lock and loads it from the cache
+    (tmp_path / "slow.py").write_text(textwrap.dedent("""
+        import numba, numpy as np
+
+        @numba.njit(cache=True)
+        def slow(a):
+            s = 0.0
+            for i in range(a.shape[0]):
+                s += np.sin(a[i]) * np.cos(a[i]) + np.sqrt(abs(a[i])) + np.exp(-a[i] * a[i])
+            return s + np.linalg.norm(a) + np.sort(a)[0] + np.median(a) + np.cumsum(a)[-1]
+    """))
+    code = textwrap.dedent("""
+        import sys, time, numpy as np, neurons
+        from numba.core import event
+        compiled = []
+        class Count(event.Listener):
+            def on_start(self, ev): compiled.append(ev.data["dispatcher"].py_func.__name__)
+            def on_end(self, ev): pass
+        event.register("numba:compile", Count())
+        import slow
+        start = float(sys.argv[1])
+        while time.time() < start:
+            pass
+        slow.slow(np.ones(3))
+        print(compiled.count("slow"))
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(tmp_path))
+    start = str(time.time() + 4)
+    procs = [subprocess.Popen([sys.executable, "-c", code, start], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    counts = sorted(int(p.communicate(timeout=300)[0].strip()) for p in procs)
+    assert counts == [0, 1]

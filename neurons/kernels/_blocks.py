@@ -20,7 +20,7 @@ key, and on its body's name: a body that changes is recompiled and looked up afr
 ``MODE`` says how the loops run:
 
 - ``"address"`` (the default): as above. It reaches into Numba's internals
-  (``PythonAPI._get_function``, ``get_compile_result``, ``fndesc.llvm_func_name``,
+  (``PythonAPI._get_function``, ``Dispatcher.overloads``, ``fndesc.llvm_func_name``,
   ``call_conv.call_function``), and a Numba upgrade has broken it before. So import checks, by
   name only, that they exist, and a loop that fails to build although its body compiles alone
   switches every loop to ``"prange"``; either way with a warning.
@@ -63,7 +63,7 @@ def _missing_internals():
         (pythonapi.PythonAPI, "_get_function gil_ensure gil_release object_getattr_string call_function_objargs "
                               "long_as_voidptr string_from_string decref serialize_object unserialize"),
         (callconv.CPUCallConv, "call_function get_function_type return_user_exc"),
-        (dispatcher.Dispatcher, "get_compile_result"),
+        (dispatcher.Dispatcher, "compile"),
         (compiler.CompileResult, "fndesc library"),
         (funcdesc.FunctionDescriptor, "llvm_func_name"),
         (codegen.JITCodeLibrary, "get_pointer_to_function"),
@@ -215,10 +215,23 @@ def _check_args_typed(args):
     return lambda args: None
 
 
+def _compiled(module, name, argtypes):
+    """The compile result of the jit function ``module.name`` for these argument types, compiled
+    or loaded from the cache first if this process has not yet: keyed, in the cache too, by the
+    argument types alone, as a call from Python keys it. (``get_compile_result`` keys it by the
+    whole signature in newer Numbas: a body first compiled by a call from Python, as a single
+    block, was then compiled again for its loop, in every process that needed the loop first.)"""
+    dispatcher = getattr(importlib.import_module(module), name)
+    argtypes = tuple(argtypes)
+    if argtypes not in dispatcher.overloads:
+        dispatcher.compile(argtypes)
+    return dispatcher.overloads[argtypes]
+
+
 def _jit_address(module, name, signature):
     """Where the machine code of ``module.name`` compiled for ``signature`` starts (compiling it,
     or loading it from the cache, first if this process has not yet)."""
-    result = getattr(importlib.import_module(module), name).get_compile_result(signature)
+    result = _compiled(module, name, signature.args)
     return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
 
 
@@ -289,7 +302,7 @@ def address(typingctx, body, args):
         raise TypingError(_NOT_TUPLES)      # here, not by _check_args' overload: one function less to compile
     module, _, name = body.literal_value.rpartition(".")
     signature = _body_signature(args)
-    getattr(importlib.import_module(module), name).get_compile_result(signature)   # compile it now, with its loop
+    _compiled(module, name, signature.args)             # compile it now, with its loop
 
     def codegen(context, builder, sig, llargs):
         return builder.ptrtoint(_load_address(context, builder, module, name, signature),
@@ -309,7 +322,7 @@ def kernel(typingctx, fn, args):
     module, _, name = fn.literal_value.rpartition(".")
     argtys = tuple(types.unliteral(t) for t in args.types)
     signature = Signature(None, argtys, None)        # the return type: whatever the function's is
-    restype = getattr(importlib.import_module(module), name).get_compile_result(signature).signature.return_type
+    restype = _compiled(module, name, argtys).signature.return_type
 
     def codegen(context, builder, sig, llargs):
         fnty = context.call_conv.get_function_type(restype, argtys)
