@@ -13,7 +13,8 @@ two they save a few microseconds a call, and compiling the block path cost the d
 the convolution). A small-array network so compiles only the serial kernels it uses; the block path
 compiles all of them (one block body per direction, not one per activation), inlined into the one
 function that picks among them (compiling both directions and ReLU's serial kernels took 5.1-5.8
-CPU seconds with them as separate functions, 3.7-4.8 inlined, imports included). Either way
+CPU seconds with them as separate functions, 3.7-4.8 inlined, imports included), but for
+softmax, which sums (see above its kernels). Either way
 every element is computed the same way: the bits do not depend on the path or the thread count.
 
 Backward passes need only the output ``y``: relu and leaky_relu are increasing, so ``y > 0``
@@ -114,7 +115,11 @@ def _leaky_relu_backward(dy, y, dz):
             dz[i, j] = dy[i, j] if y[i, j] > 0 else slope * dy[i, j]
 
 
-@jit(inline="always")
+# softmax sums along each row: compiled apart (not inlined) and without reassociation, FMA
+# contraction or reciprocals, so that its bits are the same whether it runs alone (small
+# arrays) or inside ``_forward_rows`` (blocks): inlined with the picker's fast-math flags, the
+# two paths' sums were vectorised differently and differed in the last bit
+@jit(fastmath={"nsz"})
 def _softmax_forward(z, y):
     """Row-wise ``exp(z - max) / Σ exp(z - max)``."""
     n, f = z.shape
@@ -131,7 +136,7 @@ def _softmax_forward(z, y):
             y[i, j] /= s
 
 
-@jit(inline="always")
+@jit(fastmath={"nsz"})
 def _softmax_backward(dy, y, dz):
     """``dz_j = y_j (dy_j - Σ_k dy_k y_k)`` (the full Jacobian's product, not its diagonal)."""
     n, f = dy.shape
