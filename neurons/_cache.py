@@ -63,6 +63,7 @@ def _one_compiler(compile):
         if path in _compiling:
             return compile(self, sig)
         try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)      # (Numba makes it at its first save)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             return compile(self, sig)

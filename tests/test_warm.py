@@ -155,7 +155,8 @@ def test_one_process_compiles_what_several_need_at_once(tmp_path):
         slow.slow(np.ones(3))
         print(compiled.count("slow"))
     """)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(tmp_path))
+    path = os.pathsep.join([str(tmp_path)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=path)
     start = str(time.time() + 4)
     procs = [subprocess.Popen([sys.executable, "-c", code, start], env=env, stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
