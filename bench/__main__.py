@@ -57,7 +57,7 @@ import numpy as np, neurons
 from bench.archs import neurons_net
 net = neurons_net("{arch}")
 x = np.random.default_rng(0).random((32,) + net.input_shape, dtype=np.float32)
-t = net.learn(x, np.arange(32) % 10, batch=32, epochs=1)
+t = net.learn(x, np.arange(32) % net.output_shape[0], batch=32, epochs=1)
 print(time.perf_counter() - t0)
 """
 
@@ -151,17 +151,23 @@ def main(argv=None):
             print(f"{arch:<11} batch {batch:>3}: neurons {row['neurons']['epoch_s']:.2f} s "
                   f"[{row['neurons']['min_s']:.2f}-{row['neurons']['max_s']:.2f}]{t}", flush=True)
 
-    cold = {} if args.no_cold else {arch: cold_start(arch, args.threads) for arch in archs}
-    demo = None if args.no_cold else demo_cold(args.threads, args.reps)
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": {
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
-        "matmul_peak_gflops": peak}, "rows": rows, "cold_start": cold,
-        "demo_cold": demo}
+        "matmul_peak_gflops": peak}, "rows": rows, "cold_start": {}, "demo_cold": None}
     out = args.out or os.path.join(HERE, "results", datetime.date.today().isoformat() + ".json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    with open(out, "w") as fh:
-        json.dump(result, fh, indent=1)
+
+    def save():             # after the rows, and again after each cold start: a failure loses none
+        with open(out, "w") as fh:
+            json.dump(result, fh, indent=1)
+    save()
+    if not args.no_cold:
+        for arch in archs:
+            result["cold_start"][arch] = cold_start(arch, args.threads)
+            save()
+        result["demo_cold"] = demo_cold(args.threads, args.reps)
+        save()
     print(f"\nresults written to {out}\n")
     print(table(result))
 
