@@ -20,39 +20,48 @@ import os
 SAFE = False
 
 
-def _locked(method, mode):
-    """``method`` (``save`` or ``load``) run while holding the index's lock in ``mode``; run
-    without it where the lock file cannot be made (a read-only cache folder: then nothing is
+def _holding(path, mode, fn, *args):
+    """``fn(*args)`` while holding an ``fcntl.flock`` on the file ``path`` (made if need be), in
+    ``mode``; without it where the file cannot be made (a read-only cache folder: then nothing is
     saved there either)."""
     import fcntl
-
-    def run(self, *args):
-        try:
-            fd = os.open(self._index_path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return method(self, *args)
-        try:
-            fcntl.flock(fd, mode)
-            return method(self, *args)
-        finally:
-            os.close(fd)            # closing releases the lock
-    return run
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)      # (Numba makes it at its first save)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return fn(*args)
+    try:
+        fcntl.flock(fd, mode)
+        return fn(*args)
+    finally:
+        os.close(fd)            # closing releases the lock
 
 
-_compiling = set()     # the functions this process holds the compile lock of (compiles nest)
+def _locked(method, mode):
+    """``method`` (``save`` or ``load``) run while holding the index's lock in ``mode``."""
+    return lambda self, *args: _holding(self._index_path + ".lock", mode, method, self, *args)
+
+
+_compiling = set()     # the compile locks this process holds (compiles nest)
 
 
 def _one_compiler(compile):
     """``Dispatcher.compile`` run while holding a lock beside the function's index, one per
     signature, so that of several processes needing one function, one compiles it and the others
-    wait, then
-    load it from the cache (Numba's ``compile`` looks there first): the cold-start helper and the
-    training process meet without compiling the same kernel twice over. Compiles nest only down
-    the call graph (a kernel's callees, a loop's body), which has no cycles, so the locks cannot
-    deadlock; a lock this process holds already is not taken again."""
+    wait, then load it from the cache (Numba's ``compile`` looks there first): the cold-start
+    helper and the training process meet without compiling the same kernel twice over. Compiles
+    nest only down the call graph (a kernel's callees, a loop's body), which has no cycles, so the
+    locks cannot deadlock; a lock this process holds already is not taken again."""
     import fcntl
     import hashlib
     from numba.core import sigutils
+
+    def locked(self, sig, path):
+        _compiling.add(path)
+        try:
+            return compile(self, sig)
+        finally:
+            _compiling.discard(path)
 
     def run(self, sig):
         index = getattr(getattr(getattr(self, "_cache", None), "_cache_file", None), "_index_path", None)
@@ -62,18 +71,7 @@ def _one_compiler(compile):
         path = f"{index}.{hashlib.sha1(args.encode()).hexdigest()[:16]}.compiling"
         if path in _compiling:
             return compile(self, sig)
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)      # (Numba makes it at its first save)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return compile(self, sig)
-        _compiling.add(path)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return compile(self, sig)
-        finally:
-            _compiling.discard(path)
-            os.close(fd)
+        return _holding(path, fcntl.LOCK_EX, locked, self, sig, path)
     return run
 
 

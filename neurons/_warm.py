@@ -60,7 +60,6 @@ def warm(net, batch, eval_batch):
     the training forward's."""
     from . import graph
     from ._threads import running
-    from .kernels import objectives as kobj
     params = net.init(0)
     with running():
         net.optimizer.update(params, net.optimizer.init(params), params)
@@ -78,13 +77,7 @@ def warm(net, batch, eval_batch):
             else:
                 y, cache = spec.forward(p, xin, True, 1, activate)
             spec.backward(p, cache, np.zeros_like(y), op.src != 0, activate)
-        out = np.zeros((batch, int(np.prod(net.output_shape))), net.dtype)
-        if net._fused:
-            kobj.softmax_cross_entropy(out, _targets(net, batch))
-        else:
-            lo, hi = net.clip if net.clip else (0.0, 0.0)
-            kobj.objective_forward_backward(out, _targets(net, batch), net.objective.value, net.clip is not None,
-                                            lo, hi)
+        net._loss_and_dout(np.zeros((batch, int(np.prod(net.output_shape))), net.dtype), _targets(net, batch))
         if eval_batch:          # last: it runs the forward kernels, which training compiles first
             x = np.zeros((eval_batch,) + net.input_shape, net.dtype)
             net._outputs_and_loss(params, x, _targets(net, eval_batch), net._stats(None))

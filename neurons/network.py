@@ -400,19 +400,22 @@ class Network:
         stats = self._stats(state)
         out, values, caches = graph.run_forward(self.program, self.layers, self.shapes, params, x, train,
                                                 seed, activate_last=not fused, running=stats, row=row)
-        n = len(x)
-        out2 = out.reshape(n, -1)
-        if fused:
-            loss, dout, _ = kobj.softmax_cross_entropy(out2, y)
-        else:
-            lo, hi = self.clip if self.clip else (0.0, 0.0)
-            loss, dout = kobj.objective_forward_backward(out2, y, self.objective.value, self.clip is not None, lo, hi)
+        loss, dout = self._loss_and_dout(out.reshape(len(x), -1), y)
         grads = graph.run_backward(self.program, self.layers, params, values, caches,
                                    dout.reshape(out.shape), activate_last=not fused)
         factors = self._grad_factors
         if any(f != 1.0 for f in factors):
             grads = tuple(_scale_tree(g, f) if f != 1.0 else g for g, f in zip(grads, factors))
         return float(loss), grads, self._restate(state, stats)
+
+    def _loss_and_dout(self, out2, y):
+        """The batch-mean loss and its gradient for outputs ``out2 (N, outputs)``: logits when
+        ``_fused`` (softmax and cross-entropy together), else the activated outputs."""
+        if self._fused:
+            loss, dout, _ = kobj.softmax_cross_entropy(out2, y)
+            return loss, dout
+        lo, hi = self.clip if self.clip else (0.0, 0.0)
+        return kobj.objective_forward_backward(out2, y, self.objective.value, self.clip is not None, lo, hi)
 
     def _outputs_and_loss(self, params, x, y, stats=None):
         """Inference outputs and the batch-mean loss (no clipping, no dropout; ``stats`` as ``_stats``)."""
