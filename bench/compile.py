@@ -52,7 +52,7 @@ def main(argv=None):
         from bench.archs import neurons_net
         net = neurons_net(args.arch)
         x = np.random.default_rng(0).random((32,) + net.input_shape, dtype=np.float32)
-        net.learn(x, np.arange(32) % 10, batch=32, epochs=1)
+        net.learn(x, np.arange(32) % net.output_shape[0], batch=32, epochs=1)
     else:
         from neurons.cli import main as neurons_main
         neurons_main(["demo"])

@@ -17,18 +17,21 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+import numba
+from numba import types as nbtypes
 from numba.core import config
 
 from . import _tree
-from .kernels import activations as kact, chain, dense as kdense, optim as kopt
+from .kernels import activations as kact, chain, dense as kdense, objectives as kobj, optim as kopt
 from .kernels import _blocks
-from .kernels._blocks import block_count
+from .kernels._blocks import block_count, machine_code
 from .layers import Dense
 from .optimizers import SGD, SGDM, Adam, AdamW, RMSprop
 
 # optimizer class -> (kernel code, its PARALLEL_MIN key)
 _OPTIMIZERS = {SGD: (chain.SGD, "sgd"), SGDM: (chain.SGD, "sgd"), Adam: (chain.ADAM, "adam"),
                AdamW: (chain.ADAM, "adam"), RMSprop: (chain.RMSPROP, "rmsprop")}
+_KERNELS = {chain.SGD: kopt._sgd, chain.ADAM: kopt._adam, chain.RMSPROP: kopt._rmsprop}
 MAX_STEPS = 1024            # steps per chunk at most
 CHUNK_SECONDS = 0.05        # and about this much work
 _STEP_SECONDS = 5e-6        # a step's cost besides its products (4-50-50-3 at batch 1: 9 us in all)
@@ -103,17 +106,42 @@ class Runner:
         self.woff, self.boff = np.array(woff, np.int64), np.array(boff, np.int64)
         self.names = [name for name, _ in _tree.named(net._param_shapes, "params", "[{}]")]
         self.fused = bool(net._fused)
-        self.objective = net.objective.value
         self.clip = net.clip is not None
         self.lo, self.hi = net.clip if net.clip else (0.0, 0.0)
         opt = net.optimizer
         self.opt = opt
         self.code = _OPTIMIZERS[type(opt)][0]
+        self.objective = net.objective.value
+        self.fwd = None             # the kernels' addresses, at the first run (``_address``)
         # the optimizers' hyperparameters as their update passes them (SGD's momentum: 0)
         self.hyper = np.array([float(getattr(opt, "_" + h if h == "decoupled" else h, 0.0)) for h in chain.HYPER])
         flops = 6.0 * min(batch, n_samples) * sum(int(u) * int(i) for u, i in zip(dims[1:], dims[:-1]))
         self.chunk = int(max(1, min(MAX_STEPS, CHUNK_SECONDS / (_STEP_SECONDS + flops / _FLOPS))))
         self._none = np.empty(0, self.dtype)
+
+    def _address(self):
+        """The machine code of the activation, loss and optimizer kernels this network uses (only
+        they compile), for the argument types ``chain.train_steps`` passes them."""
+        scalar, flag = nbtypes.float64, nbtypes.boolean
+        rows, flat = (nbtypes.Array(numba.from_dtype(self.dtype), ndim, "C") for ndim in (2, 1))
+        self.fwd, self.bwd = np.zeros(len(self.acts), np.int64), np.zeros(len(self.acts), np.int64)
+        for l, code in enumerate(self.acts.tolist()):
+            if code != kact.LINEAR and not (self.fused and l == len(self.acts) - 1):
+                self.fwd[l] = machine_code(kact.FORWARD[code], (rows, rows))[0]
+                self.bwd[l] = machine_code(kact.BACKWARD[code], (rows, rows, rows))[0]
+        if self.fused:
+            self.loss_at, returns = machine_code(kobj.softmax_cross_entropy, (rows, rows))
+            expected = nbtypes.Tuple((scalar, rows, rows))
+        else:
+            self.loss_at, returns = machine_code(kobj.OBJECTIVES[self.objective],
+                                                 (rows, rows, flag, scalar, scalar))
+            expected = nbtypes.Tuple((scalar, rows))
+        if returns != expected:         # what train_steps takes the result as
+            raise TypeError(f"the loss kernel returns {returns}, not {expected}")
+        args = {chain.SGD: (flat,) * 3 + (scalar,) * 3 + (flag,),
+                chain.ADAM: (flat,) * 4 + (scalar,) * 5 + (flag,) + (scalar,) * 2,
+                chain.RMSPROP: (flat,) * 5 + (scalar,) * 5}[self.code]
+        self.opt_at = machine_code(_KERNELS[self.code], args)[0]
 
     def run(self, params, state, x, y, order, epoch, first, steps, total=0.0):
         """Steps ``first .. first + steps - 1`` of epoch ``epoch`` (0-based) from ``params`` and the
@@ -131,11 +159,13 @@ class Runner:
         lrs, c1s, rc2s, failed = self._rates(count, steps)
         steps = len(lrs)
         losses = np.empty(steps, np.float64)
+        if self.fwd is None:
+            self._address()
         try:
             done, status, bad, now, before = chain.train_steps(
-                x2, y2, np.asarray(order, np.int64), self.batch, first, steps, self.dims, self.acts, self.woff,
-                self.boff, self.fused, self.objective, self.clip, self.lo, self.hi, self.code, self.hyper, lrs, c1s,
-                rc2s, count, flat, np.empty_like(flat), s1, s2, s3, losses)
+                x2, y2, np.asarray(order, np.int64), self.batch, first, steps, self.dims, self.acts, self.fwd,
+                self.bwd, self.woff, self.boff, self.fused, self.loss_at, self.clip, self.lo, self.hi, self.code,
+                self.opt_at, self.hyper, lrs, c1s, rc2s, count, flat, np.empty_like(flat), s1, s2, s3, losses)
         except SystemError as e:
             # Ctrl-C while the chain looked a kernel up (the first call: Python runs, and takes the
             # signal): nothing of the chunk is kept, as for a step cut short

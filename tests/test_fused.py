@@ -2,6 +2,7 @@
 bit for bit the general path's params, optimizer state and loss totals, for every activation,
 objective and optimizer; the networks it must leave to the general path; non-finite losses and
 params stop it where ``learn`` stops."""
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -311,14 +312,23 @@ def test_learn_gives_the_general_paths_params():
 def test_the_chain_runs_each_kernels_own_machine_code():
     # a kernel compiled into the chain is a copy optimised again there, and with reassoc its sums
     # may be regrouped: inlined, cross_entropy's loss differed in the last bit 68 times in 2000
-    # when the chain was loaded before the objectives. Called by address, never.
+    # when the chain was loaded before the objectives. Called by address (``call_at``), never.
     code = """if True:
         import numpy as np
-        from neurons.kernels import chain, objectives
+        from numba import njit, typeof
+        from neurons.kernels import objectives
+        from neurons.kernels._blocks import call_at, machine_code
+
+        @njit
+        def through(at, p, y):
+            return call_at(at, (p, y, True, -0.3, 0.2), (0.0, p))[0]
+
         rng = np.random.default_rng(0)
         cases = [(rng.uniform(size=(n, f)), rng.uniform(size=(n, f)))
                  for n, f in zip(rng.integers(1, 40, 2000), rng.integers(1, 6, 2000))]
-        ours = [chain._objective(objectives.CROSS_ENTROPY, p, y, True, -0.3, 0.2)[0] for p, y in cases]
+        p, y = cases[0]
+        at = machine_code(objectives.cross_entropy, (typeof(p), typeof(y), typeof(True), typeof(0.1), typeof(0.1)))[0]
+        ours = [through(at, p, y) for p, y in cases]
         theirs = [objectives.cross_entropy(p, y, True, -0.3, 0.2)[0] for p, y in cases]
         raise SystemExit(sum(a != b for a, b in zip(ours, theirs)))
     """
@@ -326,3 +336,29 @@ def test_the_chain_runs_each_kernels_own_machine_code():
     import sys
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:] or f"{done.returncode} losses differ"
+
+
+def test_the_chain_compiles_only_the_kernels_its_network_uses(tmp_path):
+    # on an empty cache: typing a chain that named every activation, loss and optimizer kernel
+    # compiled them all (5 s of iris-b1's 18 s cold start); by address, only those it calls
+    code = """if True:
+        import numpy as np
+        import neurons
+        from neurons import _fused
+        from neurons.kernels import activations, objectives, optim
+        net = (neurons.Network((4,)).dense(6, "relu").dense(3, "softmax")
+               .set_optimizer(neurons.optimizers.SGD(lr=0.1)).set_objective("cross_entropy"))
+        assert _fused.plan(net, 4, 12) is not None
+        rng = np.random.default_rng(0)
+        net.learn(rng.standard_normal((12, 4)), rng.integers(0, 3, 12), batch=4, epochs=1)
+        kernels = [activations._sigmoid_forward, activations._tanh_backward, activations._softmax_forward,
+                   activations._relu_forward, objectives.mse, objectives.cross_entropy,
+                   objectives.softmax_cross_entropy, optim._adam, optim._sgd]
+        print(" ".join(k.__name__ for k in kernels if k.signatures))
+    """
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NEURONS_WARM="0")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["_relu_forward", "softmax_cross_entropy", "_sgd"]

@@ -235,6 +235,14 @@ def _jit_address(module, name, signature):
     return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
 
 
+def machine_code(fn, argtypes):
+    """``(address, return type)`` of the jit function ``fn`` compiled for ``argtypes`` (Numba
+    types), compiling it or loading it from the cache first if this process has not yet: for
+    ``call_at``, which then calls it with nothing compiled for the choice."""
+    result = _compiled(fn.__module__, fn.__name__, argtypes)
+    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name), result.signature.return_type
+
+
 def _print_error(pyapi):
     pyapi.builder.call(pyapi._get_function(ir.FunctionType(ir.VoidType(), []), name="PyErr_Print"), [])
 
@@ -311,6 +319,19 @@ def address(typingctx, body, args):
     return types.intp(body, args), codegen
 
 
+def _call(context, builder, callee, restype, args, argtys, tup):
+    """Code calling the function at ``callee`` (a pointer) with the tuple ``tup`` of ``args``'
+    types as ``argtys``, returning its ``restype`` value, its exception propagated."""
+    fnty = context.call_conv.get_function_type(restype, argtys)
+    values = [context.cast(builder, builder.extract_value(tup, i), t, u)
+              for i, (t, u) in enumerate(zip(args.types, argtys))]
+    status, result = context.call_conv.call_function(builder, builder.bitcast(callee, fnty.as_pointer()), restype,
+                                                     argtys, values)
+    with cgutils.if_unlikely(builder, status.is_error):
+        context.call_conv.return_status_propagate(builder, status)
+    return result
+
+
 @intrinsic
 def kernel(typingctx, fn, args):
     """``fn(*args)`` for the jit function named by the string literal ``fn``
@@ -325,14 +346,8 @@ def kernel(typingctx, fn, args):
     restype = _compiled(module, name, argtys).signature.return_type
 
     def codegen(context, builder, sig, llargs):
-        fnty = context.call_conv.get_function_type(restype, argtys)
-        callee = builder.bitcast(_load_address(context, builder, module, name, signature), fnty.as_pointer())
-        values = [context.cast(builder, builder.extract_value(llargs[1], i), t, u)
-                  for i, (t, u) in enumerate(zip(args.types, argtys))]
-        status, result = context.call_conv.call_function(builder, callee, restype, argtys, values)
-        with cgutils.if_unlikely(builder, status.is_error):
-            context.call_conv.return_status_propagate(builder, status)
-        return result
+        return _call(context, builder, _load_address(context, builder, module, name, signature), restype, args,
+                     argtys, llargs[1])
 
     return restype(fn, args), codegen
 
@@ -353,3 +368,22 @@ def call_block(typingctx, addr, blk, args):
         return builder.zext(status.is_error, context.get_value_type(types.uint8))
 
     return types.uint8(addr, blk, args), codegen
+
+
+@intrinsic
+def call_at(typingctx, addr, args, like):
+    """``fn(*args)`` for the jit function whose machine code starts at ``addr`` (from
+    ``machine_code``, compiled for exactly the types of ``args``), returning a value of ``like``'s
+    type (``None``: nothing); its exceptions propagate. Which function runs is chosen at run time,
+    so no branch of a choice compiles a function it does not call (``chain.py``). The caller
+    vouches for the types: a function compiled for others is a crash, not an error."""
+    if not isinstance(addr, types.Integer) or not isinstance(args, types.BaseTuple):
+        return None
+    argtys = tuple(types.unliteral(t) for t in args.types)
+    restype = types.none if isinstance(like, types.NoneType) else types.unliteral(like)
+
+    def codegen(context, builder, sig, llargs):
+        return _call(context, builder, builder.inttoptr(llargs[0], cgutils.voidptr_t), restype, args, argtys,
+                     llargs[1])
+
+    return restype(addr, args, like), codegen

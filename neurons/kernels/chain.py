@@ -7,16 +7,18 @@ each layer's forward pass, the loss and its gradient, each layer's backward pass
 every param and of the optimizer's state. What it saves is Python's work between the kernels: at
 batch 1 a step's kernels take a few microseconds and the dispatch around them a hundred and more.
 
-Each kernel is called through ``_blocks.kernel``: the very machine code the general path runs
-(the jit function's own, compiled for the same argument types, found by its address), not a
-copy of it compiled into this function. A copy is not the same code: linked into another function, a
-kernel is optimised again there, and with ``reassoc`` its sums may be regrouped (a copy of
-``cross_entropy`` inlined here gave the last bit of one loss in 30 differently). Called by
-address, the params, the optimizer's state and the losses are the general path's, bit for bit.
-The kernels are the ones the general path calls for one block of work: ``dense._forward_body``
-and ``_backward_body`` (block 0 of 1), the activations' serial ``FORWARD``/``BACKWARD``
-kernels, the objective kernels (or ``softmax_cross_entropy``), ``optim._sgd``, ``_adam``,
-``_rmsprop``.
+Each kernel is called by its address: the very machine code the general path runs (the jit
+function's own, compiled for the same argument types), not a copy of it compiled into this
+function. A copy is not the same code: linked into another function, a kernel is optimised again
+there, and with ``reassoc`` its sums may be regrouped (a copy of ``cross_entropy`` inlined here
+gave the last bit of one loss in 30 differently). Called by address, the params, the optimizer's
+state and the losses are the general path's, bit for bit. The dense bodies
+(``dense._forward_body`` and ``_backward_body``, block 0 of 1) are named here
+(``_blocks.kernel``); the activations' serial ``FORWARD``/``BACKWARD`` kernels, the loss (an
+objective kernel, or ``softmax_cross_entropy``) and the optimizer (``optim._sgd``, ``_adam``,
+``_rmsprop``) are chosen at run time: ``neurons/_fused.py`` passes the addresses of the ones the
+network uses (``_blocks.call_at``), so that only they compile, not every kernel a branch here
+could name (5 of the 18 s a cold start of a small dense network took).
 
 Params live in one flat array: layer ``l``'s weights ``(dims[l+1], dims[l])`` from
 ``woff[l]``, its bias ``(dims[l+1],)`` from ``boff[l]`` (-1: no bias). Gradients and the
@@ -26,64 +28,15 @@ as one call per param does.
 """
 import numpy as np
 
-from ._blocks import kernel
+from ._blocks import call_at, kernel
 from ._config import jit
-from .activations import LEAKY_RELU, LINEAR, RELU, SIGMOID, TANH
-from .objectives import AE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, MAE, MSE, RMSE
+from .activations import LINEAR
 
 SGD, ADAM, RMSPROP = 0, 1, 2
 # the optimizers' hyperparameters, in the order of the array ``train_steps`` takes them in
 HYPER = ("momentum", "decay", "beta1", "beta2", "eps", "alpha", "decoupled")
 # what a chunk ended with
 DONE, LOSS, PARAMS = 0, 1, 2
-
-
-@jit
-def _activate(code, z, y):
-    """``y = act(z)`` by activation code (not linear): ``activations.FORWARD[code]``."""
-    if code == SIGMOID:
-        kernel("neurons.kernels.activations._sigmoid_forward", (z, y))
-    elif code == TANH:
-        kernel("neurons.kernels.activations._tanh_forward", (z, y))
-    elif code == RELU:
-        kernel("neurons.kernels.activations._relu_forward", (z, y))
-    elif code == LEAKY_RELU:
-        kernel("neurons.kernels.activations._leaky_relu_forward", (z, y))
-    else:
-        kernel("neurons.kernels.activations._softmax_forward", (z, y))
-
-
-@jit
-def _deactivate(code, dy, y, dz):
-    """``dz = dy · act'`` from the output ``y`` (not linear): ``activations.BACKWARD[code]``."""
-    if code == SIGMOID:
-        kernel("neurons.kernels.activations._sigmoid_backward", (dy, y, dz))
-    elif code == TANH:
-        kernel("neurons.kernels.activations._tanh_backward", (dy, y, dz))
-    elif code == RELU:
-        kernel("neurons.kernels.activations._relu_backward", (dy, y, dz))
-    elif code == LEAKY_RELU:
-        kernel("neurons.kernels.activations._leaky_relu_backward", (dy, y, dz))
-    else:
-        kernel("neurons.kernels.activations._softmax_backward", (dy, y, dz))
-
-
-@jit
-def _objective(code, p, y, clip, lo, hi):
-    """``(loss, dp)`` of objective ``code``: ``objectives.OBJECTIVES[code]``."""
-    if code == AE:
-        return kernel("neurons.kernels.objectives.ae", (p, y, clip, lo, hi))
-    if code == MAE:
-        return kernel("neurons.kernels.objectives.mae", (p, y, clip, lo, hi))
-    if code == MSE:
-        return kernel("neurons.kernels.objectives.mse", (p, y, clip, lo, hi))
-    if code == RMSE:
-        return kernel("neurons.kernels.objectives.rmse", (p, y, clip, lo, hi))
-    if code == CROSS_ENTROPY:
-        return kernel("neurons.kernels.objectives.cross_entropy", (p, y, clip, lo, hi))
-    if code == BINARY_CROSS_ENTROPY:
-        return kernel("neurons.kernels.objectives.binary_cross_entropy", (p, y, clip, lo, hi))
-    return kernel("neurons.kernels.objectives.kl_divergence", (p, y, clip, lo, hi))
 
 
 @jit
@@ -94,6 +47,14 @@ def _gather(dst, src, order, start):
         out = dst[r]
         for j in range(dst.shape[1]):
             out[j] = row[j]
+
+
+@jit
+def _copy(dst, src):
+    """``dst[:] = src`` for 1-D arrays of one length (the slice assignment's shape check formats
+    its error message from the shapes: a second of compiling string code on a cold start)."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
 
 
 @jit
@@ -117,32 +78,34 @@ def _activated(acts, l, fused):
 
 
 @jit
-def _update(optimizer, p, g, s1, s2, s3, lr, hyper, first, c1, rc2):
-    """One optimizer step over the flat ``p`` in place (its state ``s1, s2, s3`` too), with the
-    argument types ``optimizers._Optimizer._walk`` gives the kernels.
+def _update(optimizer, at, p, g, s1, s2, s3, lr, hyper, first, c1, rc2):
+    """One optimizer step over the flat ``p`` in place (its state ``s1, s2, s3`` too): the kernel
+    at ``at`` (``optim._sgd``, ``_adam`` or ``_rmsprop`` by ``optimizer``), with the argument
+    types ``optimizers._Optimizer._walk`` gives it.
 
     ``hyper`` (HYPER): momentum, decay, beta1, beta2, eps, alpha, decoupled (1.0 or 0.0)."""
     momentum, decay, beta1, beta2, eps, alpha = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5]
     if optimizer == SGD:
-        kernel("neurons.kernels.optim._sgd", (p, g, s1, lr, momentum, decay, first))
+        call_at(at, (p, g, s1, lr, momentum, decay, first), None)
     elif optimizer == ADAM:
-        kernel("neurons.kernels.optim._adam",
-               (p, g, s1, s2, lr, beta1, beta2, eps, decay, hyper[6] != 0.0, c1, rc2))
+        call_at(at, (p, g, s1, s2, lr, beta1, beta2, eps, decay, hyper[6] != 0.0, c1, rc2), None)
     else:
-        kernel("neurons.kernels.optim._rmsprop", (p, g, s1, s2, s3, lr, alpha, eps, decay, momentum))
+        call_at(at, (p, g, s1, s2, s3, lr, alpha, eps, decay, momentum), None)
 
 
 @jit
-def train_steps(x, y, order, batch, first, steps, dims, acts, woff, boff, fused, objective, clip, lo, hi,
-                optimizer, hyper, lrs, c1s, rc2s, count, params, spare, s1, s2, s3, losses):
+def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, boff, fused, loss_at, clip, lo, hi,
+                optimizer, opt_at, hyper, lrs, c1s, rc2s, count, params, spare, s1, s2, s3, losses):
     """Steps ``first .. first + steps - 1`` of an epoch; returns ``(done, status, bad, params, spare)``.
 
     x (N, F) and y (N, O): the training set; ``order`` (N,): the epoch's order of its rows; step
     ``s`` takes rows ``order[s·batch : (s+1)·batch]``. ``dims`` (L+1,): the widths, input first;
-    ``acts`` (L,): activation codes; ``woff``, ``boff`` (L,): where each layer's weights and bias
-    start in the flat params (``boff`` -1: no bias). ``fused``: softmax and cross-entropy together
-    from the last layer's logits; else ``objective`` (a code) with ``clip`` to ``[lo, hi]``.
-    ``optimizer`` (SGD, ADAM or RMSPROP) with ``hyper`` (see ``HYPER``); per step of the chunk
+    ``acts`` (L,): activation codes, ``fwd`` and ``bwd`` (L,): the addresses of each activated
+    layer's activation kernels; ``woff``, ``boff`` (L,): where each layer's weights and bias start
+    in the flat params (``boff`` -1: no bias). ``fused``: softmax and cross-entropy together from
+    the last layer's logits (``objectives.softmax_cross_entropy`` at ``loss_at``); else the
+    objective kernel at ``loss_at``, with ``clip`` to ``[lo, hi]``. ``optimizer`` (SGD, ADAM or
+    RMSPROP, its kernel at ``opt_at``) with ``hyper`` (see ``HYPER``); per step of the chunk
     the learning rate ``lrs[k]`` and for Adam the bias corrections ``c1s[k]``, ``rc2s[k]``;
     ``count``: the optimizer's steps before the chunk. ``params`` and ``spare`` (P,): the flat
     params and a second array of their size; ``s1, s2, s3``: the optimizer's state, flat, updated
@@ -191,14 +154,14 @@ def train_steps(x, y, order, batch, first, steps, dims, acts, woff, boff, fused,
             kernel("neurons.kernels.dense._forward_body", (0, 1, h, w, b, z))
             if _activated(acts, l, fused):
                 a = ys[offs[l]:offs[l] + m * u].reshape((m, u))
-                _activate(acts[l], z, a)
+                call_at(fwd[l], (z, a), None)
                 h = a
             else:
                 h = z
         if fused:
-            loss, dy, _ = kernel("neurons.kernels.objectives.softmax_cross_entropy", (h, yb))
+            loss, dy, _ = call_at(loss_at, (h, yb), (0.0, h, h))
         else:
-            loss, dy = _objective(objective, h, yb, clip, lo, hi)
+            loss, dy = call_at(loss_at, (h, yb, clip, lo, hi), (0.0, h))
         losses[k] = loss
         if not np.isfinite(loss):
             return k, LOSS, -1, params, spare
@@ -208,7 +171,7 @@ def train_steps(x, y, order, batch, first, steps, dims, acts, woff, boff, fused,
             if _activated(acts, l, fused):
                 a = ys[offs[l]:offs[l] + m * u].reshape((m, u))
                 dz = dzs[:m * u].reshape((m, u))
-                _deactivate(acts[l], dy, a, dz)
+                call_at(bwd[l], (dy, a, dz), None)
             else:
                 dz = dy
             if l == 0:
@@ -227,8 +190,8 @@ def train_steps(x, y, order, batch, first, steps, dims, acts, woff, boff, fused,
             else:
                 kernel("neurons.kernels.dense._backward_body", (0, 1, dz, h, w, False, no_dx, dw, db))
         # the update, into a copy: the params before it stay as they were
-        spare[:] = params
-        _update(optimizer, spare, grads, s1, s2, s3, lrs[k], hyper, count + k == 0, c1s[k], rc2s[k])
+        _copy(spare, params)
+        _update(optimizer, opt_at, spare, grads, s1, s2, s3, lrs[k], hyper, count + k == 0, c1s[k], rc2s[k])
         bad = _first_nonfinite(spare)
         if bad >= 0:
             return k, PARAMS, bad, params, spare
