@@ -215,3 +215,22 @@ def test_a_changed_callee_or_version_gets_a_cache_folder_of_its_own(tmp_path):
     upgraded = run()
     assert upgraded[0] not in (first[0], changed[0]) and upgraded[0].endswith(changed[0].rsplit("-", 1)[1])
     assert "-99.0-" in upgraded[0]
+
+
+def test_the_parallel_loops_cache_in_the_keyed_folder(tmp_path):
+    """A body's loop is made at its first use, after the kernels' import: it still goes to the
+    folder keyed by thread count and source, not to Numba's default beside the source, keyed by
+    nothing, where a loop cached under another thread count crashed the next process."""
+    shutil.copytree(ROOT / "neurons", tmp_path / "pkg" / "neurons", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "NUMBA_CACHE_DIR": "", "NUMBA_NUM_THREADS": "2"}
+    cache = _run("""
+        import numpy as np
+        import neurons.kernels
+        from neurons.kernels import dense
+        x, w = np.ones((64, 300), np.float32), np.ones((40, 300), np.float32)    # above dense.SPLIT
+        assert dense.dense_forward(x, w, np.zeros(40, np.float32))[0, 0] == 300
+        print(neurons.kernels._cache_dir())
+    """, cwd=tmp_path / "pkg", env=env).split()[-1]
+    assert cache.startswith(str(tmp_path / "xdg"))
+    assert list(Path(cache).rglob("*each*.nbi")), "the loop is not in the keyed folder"
+    assert not list((tmp_path / "pkg").rglob("*.nbi")), "something was cached beside the source"

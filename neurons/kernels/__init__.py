@@ -18,8 +18,12 @@ change to a callee in another file (``blas.gemm`` is compiled into the dense and
 bodies), to the compile options in ``_config.py``, or a package upgrade would otherwise load
 machine code built from the old source. And it holds the parallel-loop mode asked for
 (``NEURONS_BLOCKS``, see ``_blocks.py``). Numba fixes a function's cache folder when it is
-decorated, so ``config.CACHE_DIR`` is set only while these modules are imported.
+decorated, so ``config.CACHE_DIR`` is set only while these modules are imported and while
+``_blocks`` makes a loop (``cached_here``): the loops, made at their first use, went to Numba's
+default folder beside the source, keyed by nothing, where a loop cached by a process with
+another thread count crashed the next.
 """
+import contextlib
 import hashlib
 import os
 import platform
@@ -73,11 +77,22 @@ def _cache_dir():
     return os.path.join(base, "neurons", "numba", key)
 
 
-_saved = config.CACHE_DIR
-if not os.environ.get("NUMBA_CACHE_DIR"):
-    config.CACHE_DIR = _cache_dir()
-try:
+_FOLDER = None if os.environ.get("NUMBA_CACHE_DIR") else _cache_dir()
+
+
+@contextlib.contextmanager
+def cached_here():
+    """While jit functions are decorated (here at import, and ``_blocks``' loops, which are made
+    at their first use): their cache folder is the keyed one."""
+    saved = config.CACHE_DIR
+    if _FOLDER is not None:
+        config.CACHE_DIR = _FOLDER
+    try:
+        yield
+    finally:
+        config.CACHE_DIR = saved
+
+
+with cached_here():
     from . import (activations, batchnorm, chain, conv, deconv, dense, dropout, maxpool,  # noqa: F401
                    objectives, optim, recurrent)
-finally:
-    config.CACHE_DIR = _saved
