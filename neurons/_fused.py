@@ -32,6 +32,7 @@ from .optimizers import SGD, SGDM, Adam, AdamW, RMSprop
 _OPTIMIZERS = {SGD: (chain.SGD, "sgd"), SGDM: (chain.SGD, "sgd"), Adam: (chain.ADAM, "adam"),
                AdamW: (chain.ADAM, "adam"), RMSprop: (chain.RMSPROP, "rmsprop")}
 _KERNELS = {chain.SGD: kopt._sgd, chain.ADAM: kopt._adam, chain.RMSPROP: kopt._rmsprop}
+_ADDRESSES = {}             # Runner._address's, per process
 MAX_STEPS = 1024            # steps per chunk at most
 CHUNK_SECONDS = 0.05        # and about this much work
 _STEP_SECONDS = 5e-6        # a step's cost besides its products (4-50-50-3 at batch 1: 9 us in all)
@@ -121,27 +122,33 @@ class Runner:
 
     def _address(self):
         """The machine code of the activation, loss and optimizer kernels this network uses (only
-        they compile), for the argument types ``chain.train_steps`` passes them."""
+        they compile), for the argument types ``chain.train_steps`` passes them; kept per process
+        (Numba's types take about 0.5 ms to build and look up)."""
+        key = (self.dtype.str, tuple(self.acts.tolist()), self.fused, self.objective, self.code)
+        if key not in _ADDRESSES:
+            _ADDRESSES[key] = self._look_up()
+        self.fwd, self.bwd, self.loss_at, self.opt_at = _ADDRESSES[key]
+
+    def _look_up(self):
         scalar, flag = nbtypes.float64, nbtypes.boolean
         rows, flat = (nbtypes.Array(numba.from_dtype(self.dtype), ndim, "C") for ndim in (2, 1))
-        self.fwd, self.bwd = np.zeros(len(self.acts), np.int64), np.zeros(len(self.acts), np.int64)
+        fwd, bwd = np.zeros(len(self.acts), np.int64), np.zeros(len(self.acts), np.int64)
         for l, code in enumerate(self.acts.tolist()):
             if code != kact.LINEAR and not (self.fused and l == len(self.acts) - 1):
-                self.fwd[l] = machine_code(kact.FORWARD[code], (rows, rows))[0]
-                self.bwd[l] = machine_code(kact.BACKWARD[code], (rows, rows, rows))[0]
+                fwd[l] = machine_code(kact.FORWARD[code], (rows, rows))[0]
+                bwd[l] = machine_code(kact.BACKWARD[code], (rows, rows, rows))[0]
         if self.fused:
-            self.loss_at, returns = machine_code(kobj.softmax_cross_entropy, (rows, rows))
+            loss_at, returns = machine_code(kobj.softmax_cross_entropy, (rows, rows))
             expected = nbtypes.Tuple((scalar, rows, rows))
         else:
-            self.loss_at, returns = machine_code(kobj.OBJECTIVES[self.objective],
-                                                 (rows, rows, flag, scalar, scalar))
+            loss_at, returns = machine_code(kobj.OBJECTIVES[self.objective], (rows, rows, flag, scalar, scalar))
             expected = nbtypes.Tuple((scalar, rows))
         if returns != expected:         # what train_steps takes the result as
             raise TypeError(f"the loss kernel returns {returns}, not {expected}")
         args = {chain.SGD: (flat,) * 3 + (scalar,) * 3 + (flag,),
                 chain.ADAM: (flat,) * 4 + (scalar,) * 5 + (flag,) + (scalar,) * 2,
                 chain.RMSPROP: (flat,) * 5 + (scalar,) * 5}[self.code]
-        self.opt_at = machine_code(_KERNELS[self.code], args)[0]
+        return fwd, bwd, loss_at, machine_code(_KERNELS[self.code], args)[0]
 
     def run(self, params, state, x, y, order, epoch, first, steps, total=0.0):
         """Steps ``first .. first + steps - 1`` of epoch ``epoch`` (0-based) from ``params`` and the

@@ -15,6 +15,7 @@ BLAS's threads and glibc's defaults.
 """
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 import threading
@@ -38,13 +39,18 @@ def _get():
     return _controller
 
 
+@functools.cache
+def _glibc():
+    try:
+        return ctypes.CDLL("libc.so.6")         # loaded once: each load builds a class (40 us)
+    except OSError:         # not glibc (e.g. musl)
+        return None
+
+
 def _libc():
     if os.environ.get("NEURONS_KEEP_HEAP", "1") == "0" or not sys.platform.startswith("linux"):
         return None
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:         # not glibc (e.g. musl)
-        return None
+    return _glibc()
 
 
 def keep_heap(keep):
