@@ -10,8 +10,8 @@ backward passes from the last layer, so the two work from opposite ends of the b
 for it and loads it from the on-disk cache (``_cache.py``'s compile lock). Nothing passes
 between them but the cache. The helper is stopped when training ends, and nothing depends on
 it: if it fails, or is slow, the training process compiles what it needs itself, as without it.
-The demo's cold start (``neurons demo``, empty cache, 2 cores): 17.3-18.1 s with the helper,
-21.3-23.4 s without (3 alternated runs each).
+The demo's cold start (``neurons demo``, empty cache, 2 cores): 15.4-16.1 s with the helper,
+20.2-21.3 s without (3 alternated runs each).
 
 Not started under ``NUMBA_DISABLE_JIT`` or ``NEURONS_BLOCKS=prange`` (nothing, or not
 everything, is cached), where the cache cannot be locked (``_cache.py``: two processes adding

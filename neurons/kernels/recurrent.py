@@ -841,10 +841,12 @@ def recurrent_backward(dy, cache, w_ih, w_hh, cell, need_dx, bias):
         dgh = np.empty((n, steps, rows), dtype)
         _gru_backward_blocks(blocks, common + (aux, dgi, dgi.reshape(n * steps, rows), dgh,
                                                dgh.reshape(n * steps, rows), dh) + tail)
-    # the blocks' shares, summed in block order (the bits depend on the thread count only)
-    w, b = pw[0], pb[0]
+    # the blocks' shares, summed in block order (the bits depend on the thread count only); not
+    # the padding columns, which the gru's two GEMMs leave unwritten
+    used = f + units
+    w, b = pw[0, :, :used], pb[0]
     for blk in range(1, blocks):
-        w, b = w + pw[blk], b + pb[blk]
+        w, b = w + pw[blk, :, :used], b + pb[blk]
     dw_ih, dw_hh = np.ascontiguousarray(w[:, :f]), np.ascontiguousarray(w[:, f:f + units])
     db_ih, db_hh = (b[0].copy(), b[1].copy()) if bias else (None, None)
     return (dx if need_dx else None), dw_ih, dw_hh, db_ih, db_hh
