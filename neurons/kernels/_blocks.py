@@ -25,9 +25,10 @@ key, and on its body's name: a body that changes is recompiled and looked up afr
 
 - ``"address"`` (the default): as above. It reaches into Numba's internals
   (``PythonAPI._get_function``, ``Dispatcher.overloads``, ``fndesc.llvm_func_name``,
-  ``call_conv.call_function``), and a Numba upgrade has broken it before. So import checks, by
-  name only, that they exist, and a loop that fails to build although its body compiles alone
-  switches every loop to ``"prange"``; either way with a warning.
+  ``call_conv.call_function``, ``parallel._launch_threads``), and a Numba upgrade has broken it
+  before. So import checks, by name only, that they exist, and a loop that fails to build
+  although its body compiles alone switches every loop to ``"prange"``; either way with a
+  warning.
 - ``"prange"`` (``NEURONS_BLOCKS=prange``): the same bodies on the same blocks, run by a plain
   ``@njit(parallel=True)`` loop, so the same bits. Each such loop takes seconds to compile (its
   body is linked into it twice) and is never cached on disk: it closes over its body, which Numba
@@ -61,18 +62,20 @@ def _missing_internals():
     this runs at import, where nothing may be compiled."""
     try:
         from numba.core import base, callconv, codegen, compiler, dispatcher, funcdesc, pythonapi
+        from numba.np.ufunc import parallel
     except ImportError as error:
         return [str(error)]
     needs = [
         (pythonapi.PythonAPI, "_get_function gil_ensure gil_release object_getattr_string call_function_objargs "
                               "long_as_voidptr string_from_string decref serialize_object unserialize"),
-        (callconv.CPUCallConv, "call_function get_function_type return_user_exc"),
+        (callconv.CPUCallConv, "call_function get_function_type return_user_exc return_status_propagate"),
         (dispatcher.Dispatcher, "compile"),
         (compiler.CompileResult, "fndesc library"),
         (funcdesc.FunctionDescriptor, "llvm_func_name"),
         (codegen.JITCodeLibrary, "get_pointer_to_function"),
-        (base.BaseContext, "get_python_api insert_const_string cast get_value_type"),
-        (cgutils, "add_global_variable is_null voidptr_t"),
+        (base.BaseContext, "get_python_api insert_const_string cast get_value_type make_tuple"),
+        (cgutils, "add_global_variable is_null voidptr_t alloca_once gep_inbounds"),
+        (parallel, "_launch_threads"),
     ]
     return [f"{owner.__name__}.{attr}" for owner, attrs in needs for attr in attrs.split()
             if not hasattr(owner, attr)]
