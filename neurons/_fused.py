@@ -28,10 +28,9 @@ from .kernels._blocks import block_count, machine_code
 from .layers import Dense
 from .optimizers import SGD, SGDM, Adam, AdamW, RMSprop
 
-# optimizer class -> (kernel code, its PARALLEL_MIN key)
-_OPTIMIZERS = {SGD: (chain.SGD, "sgd"), SGDM: (chain.SGD, "sgd"), Adam: (chain.ADAM, "adam"),
-               AdamW: (chain.ADAM, "adam"), RMSprop: (chain.RMSPROP, "rmsprop")}
-_KERNELS = {chain.SGD: kopt._sgd, chain.ADAM: kopt._adam, chain.RMSPROP: kopt._rmsprop}
+# optimizer class -> (the chain's code for it, its PARALLEL_MIN key, its kernel)
+_SGD, _ADAM = (chain.SGD, "sgd", kopt._sgd), (chain.ADAM, "adam", kopt._adam)
+_OPTIMIZERS = {SGD: _SGD, SGDM: _SGD, Adam: _ADAM, AdamW: _ADAM, RMSprop: (chain.RMSPROP, "rmsprop", kopt._rmsprop)}
 _ADDRESSES = {}             # Runner._address's, per process
 MAX_STEPS = 1024            # steps per chunk at most
 CHUNK_SECONDS = 0.05        # and about this much work
@@ -111,7 +110,7 @@ class Runner:
         self.lo, self.hi = net.clip if net.clip else (0.0, 0.0)
         opt = net.optimizer
         self.opt = opt
-        self.code = _OPTIMIZERS[type(opt)][0]
+        self.code, _, self.kernel = _OPTIMIZERS[type(opt)]
         self.objective = net.objective.value
         self.fwd = None             # the kernels' addresses, at the first run (``_address``)
         # the optimizers' hyperparameters as their update passes them (SGD's momentum: 0)
@@ -148,7 +147,7 @@ class Runner:
         args = {chain.SGD: (flat,) * 3 + (scalar,) * 3 + (flag,),
                 chain.ADAM: (flat,) * 4 + (scalar,) * 5 + (flag,) + (scalar,) * 2,
                 chain.RMSPROP: (flat,) * 5 + (scalar,) * 5}[self.code]
-        return fwd, bwd, loss_at, machine_code(_KERNELS[self.code], args)[0]
+        return fwd, bwd, loss_at, machine_code(self.kernel, args)[0]
 
     def run(self, params, state, x, y, order, epoch, first, steps, total=0.0):
         """Steps ``first .. first + steps - 1`` of epoch ``epoch`` (0-based) from ``params`` and the

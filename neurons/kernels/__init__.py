@@ -19,7 +19,7 @@ bodies), to the compile options in ``_config.py``, or a package upgrade would ot
 machine code built from the old source. And it holds the parallel-loop mode asked for
 (``NEURONS_BLOCKS``, see ``_blocks.py``). Numba fixes a function's cache folder when it is
 decorated, so ``config.CACHE_DIR`` is set only while these modules are imported and while
-``_blocks`` makes a loop (``cached_here``): the loops, made at their first use, went to Numba's
+``_blocks`` makes a loop (``_cached_here``): the loops, made at their first use, went to Numba's
 default folder beside the source, keyed by nothing, where a loop cached by a process with
 another thread count crashed the next.
 """
@@ -81,7 +81,7 @@ _FOLDER = None if os.environ.get("NUMBA_CACHE_DIR") else _cache_dir()
 
 
 @contextlib.contextmanager
-def cached_here():
+def _cached_here():
     """While jit functions are decorated (here at import, and ``_blocks``' loops, which are made
     at their first use): their cache folder is the keyed one."""
     saved = config.CACHE_DIR
@@ -93,6 +93,6 @@ def cached_here():
         config.CACHE_DIR = saved
 
 
-with cached_here():
+with _cached_here():
     from . import (activations, batchnorm, chain, conv, deconv, dense, dropout, maxpool,  # noqa: F401
                    objectives, optim, recurrent)

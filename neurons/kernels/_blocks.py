@@ -110,11 +110,6 @@ def parallel(body):
 
     def loop(mode):
         if mode not in loops:
-            if mode == "address":
-                # the loop's cached machine code holds the parallel loop it calls, but in older
-                # Numbas (0.61) loading it does not start the thread pool that code needs: a crash
-                from numba.np.ufunc.parallel import _launch_threads
-                _launch_threads()
             loops[mode] = _address_loop(name) if mode == "address" else _prange_loop(body)
         return loops[mode]
 
@@ -154,8 +149,12 @@ def _address_loop(name):
     def each(blocks, args):
         tramp, data = _packed(address(name, args), args)    # (address refuses tuples among args)
         return _run_blocks(blocks, tramp, data)
-    from . import cached_here
-    with cached_here():         # the package's keyed cache folder (kernels/__init__.py)
+    from numba.np.ufunc.parallel import _launch_threads
+    from . import _cached_here
+    # the loop's cached machine code holds the parallel loop it calls, but in older Numbas (0.61)
+    # loading it does not start the thread pool that code needs: a crash
+    _launch_threads()
+    with _cached_here():        # the package's keyed cache folder (kernels/__init__.py)
         return jit(each)
 
 
@@ -207,7 +206,9 @@ def _packed(typingctx, addr, args):
             packed = inner.bitcast(data, packty.as_pointer())
             addr_v = inner.load(cgutils.gep_inbounds(inner, packed, 0, 0))
             tup = inner.load(cgutils.gep_inbounds(inner, packed, 0, 1))
-            inner.ret(_call_body(context, inner, addr_v, blk, tup, signature, len(args.types)))
+            values = [blk] + [inner.extract_value(tup, i) for i in range(len(args.types))]
+            status, _ = _invoke(context, inner, addr_v, types.none, signature.args, values)
+            inner.ret(inner.zext(status.is_error, ir.IntType(8)))
         intp = context.get_value_type(types.intp)
         return context.make_tuple(builder, sig.return_type, [builder.ptrtoint(fn, intp), builder.ptrtoint(pack, intp)])
 
@@ -294,19 +295,22 @@ def _compiled(module, name, argtypes):
     return dispatcher.overloads[argtypes]
 
 
+def _machine_code(module, name, argtypes):
+    """``(address, return type)`` of the machine code of ``module.name`` compiled for
+    ``argtypes`` (compiling it, or loading it from the cache, first if this process has not yet)."""
+    result = _compiled(module, name, argtypes)
+    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name), result.signature.return_type
+
+
 def _jit_address(module, name, signature):
-    """Where the machine code of ``module.name`` compiled for ``signature`` starts (compiling it,
-    or loading it from the cache, first if this process has not yet)."""
-    result = _compiled(module, name, signature.args)
-    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name)
+    """Where the machine code of ``module.name`` compiled for ``signature`` starts."""
+    return _machine_code(module, name, signature.args)[0]
 
 
 def machine_code(fn, argtypes):
     """``(address, return type)`` of the jit function ``fn`` compiled for ``argtypes`` (Numba
-    types), compiling it or loading it from the cache first if this process has not yet: for
-    ``call_at``, which then calls it with nothing compiled for the choice."""
-    result = _compiled(fn.__module__, fn.__name__, argtypes)
-    return result.library.get_pointer_to_function(result.fndesc.llvm_func_name), result.signature.return_type
+    types): for ``call_at``, which then calls it with nothing compiled for the choice."""
+    return _machine_code(fn.__module__, fn.__name__, argtypes)
 
 
 def _print_error(pyapi):
@@ -385,14 +389,20 @@ def address(typingctx, body, args):
     return types.intp(body, args), codegen
 
 
+def _invoke(context, builder, callee, restype, argtys, values):
+    """Code calling the jit function at ``callee`` (a pointer or an intp) on ``values`` of
+    ``argtys``: its ``(status, result)``."""
+    fnty = context.call_conv.get_function_type(restype, argtys).as_pointer()
+    fn = builder.inttoptr(callee, fnty) if isinstance(callee.type, ir.IntType) else builder.bitcast(callee, fnty)
+    return context.call_conv.call_function(builder, fn, restype, argtys, values)
+
+
 def _call(context, builder, callee, restype, args, argtys, tup):
-    """Code calling the function at ``callee`` (a pointer) with the tuple ``tup`` of ``args``'
-    types as ``argtys``, returning its ``restype`` value, its exception propagated."""
-    fnty = context.call_conv.get_function_type(restype, argtys)
+    """Code calling the function at ``callee`` with the tuple ``tup`` of ``args``' types as
+    ``argtys``, returning its ``restype`` value, its exception propagated."""
     values = [context.cast(builder, builder.extract_value(tup, i), t, u)
               for i, (t, u) in enumerate(zip(args.types, argtys))]
-    status, result = context.call_conv.call_function(builder, builder.bitcast(callee, fnty.as_pointer()), restype,
-                                                     argtys, values)
+    status, result = _invoke(context, builder, callee, restype, argtys, values)
     with cgutils.if_unlikely(builder, status.is_error):
         context.call_conv.return_status_propagate(builder, status)
     return result
@@ -418,15 +428,6 @@ def kernel(typingctx, fn, args):
     return restype(fn, args), codegen
 
 
-def _call_body(context, builder, addr_v, blk_v, tup, signature, count):
-    """Code calling the body at ``addr_v`` (an intp) as ``body(blk_v, *tup)``: 1 if it raised, else 0."""
-    values = [blk_v] + [builder.extract_value(tup, i) for i in range(count)]
-    fnty = context.call_conv.get_function_type(types.none, signature.args)
-    fn = builder.inttoptr(addr_v, fnty.as_pointer())
-    status, _ = context.call_conv.call_function(builder, fn, types.none, signature.args, values)
-    return builder.zext(status.is_error, context.get_value_type(types.uint8))
-
-
 @intrinsic
 def call_at(typingctx, addr, args, like):
     """``fn(*args)`` for the jit function whose machine code starts at ``addr`` (from
@@ -440,7 +441,6 @@ def call_at(typingctx, addr, args, like):
     restype = types.none if isinstance(like, types.NoneType) else types.unliteral(like)
 
     def codegen(context, builder, sig, llargs):
-        return _call(context, builder, builder.inttoptr(llargs[0], cgutils.voidptr_t), restype, args, argtys,
-                     llargs[1])
+        return _call(context, builder, llargs[0], restype, args, argtys, llargs[1])
 
     return restype(addr, args, like), codegen
