@@ -33,7 +33,7 @@ _DEFAULT_THRESHOLD = 128 * 1024
 def _get():
     global _controller
     if _controller is None:
-        import scipy.linalg.cython_blas  # noqa: F401  (the BLAS kernels/blas.py calls: load it first)
+        import scipy.linalg.cython_blas  # noqa: F401  (SciPy's BLAS, which kernels/blas.py may call: loaded first)
         from threadpoolctl import ThreadpoolController
         _controller = ThreadpoolController()
     return _controller

@@ -56,3 +56,44 @@ def test_gemm_rejects_mismatched_shapes_and_dtypes(impl):
         impl(False, False, 1.0, np.ones((2, 3), np.float32), np.ones((3, 2)), 0.0, np.ones((2, 2)))
     with pytest.raises(ValueError, match="contiguous"):
         impl(False, False, 1.0, np.ones((3, 2)).T, np.ones((3, 2)), 0.0, np.ones((2, 2)))
+
+
+def _in_a_process(code, **env):
+    import os
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **env})
+    return done
+
+
+def test_numpy_s_openblas_is_the_default_and_scipy_s_the_fallback():
+    """Both BLAS libraries give the product (each with its own integer width: a wrong width is a
+    wrong answer or a crash, not an error), and each keys its own cache folder."""
+    code = ("import numpy as np, neurons.kernels as k\n"
+            "from neurons.kernels.blas import gemm\n"
+            "rng = np.random.default_rng(0)\n"
+            "for dt in (np.float32, np.float64):\n"
+            "    a, b = rng.normal(size=(70, 300)).astype(dt), rng.normal(size=(90, 300)).astype(dt)\n"
+            "    c = np.empty((70, 90), dt)\n"
+            "    gemm(False, True, 1.0, a, b, 0.0, c)\n"
+            "    assert np.allclose(c, a.astype(float) @ b.T.astype(float), rtol=1e-4, atol=1e-3)\n"
+            "print(k.BLAS[0], k._FOLDER)\n")
+    folders = {}
+    for choice in ("numpy", "scipy"):
+        done = _in_a_process(code, NEURONS_BLAS=choice)
+        assert done.returncode == 0, done.stderr
+        name, folders[choice] = done.stdout.split()
+        assert name == choice or (choice == "numpy" and name == "scipy")      # a NumPy without OpenBLAS
+        assert f"-{name}blas-" in folders[choice]
+    import os
+    import neurons.kernels as k
+    if os.environ.get("NEURONS_BLAS", "numpy") == "numpy":
+        assert k.BLAS[0] == "numpy"         # NumPy's wheels (what the project installs) ship OpenBLAS
+    assert folders["numpy"] != folders["scipy"]
+
+
+def test_an_unknown_blas_is_refused_by_name():
+    done = _in_a_process("import neurons", NEURONS_BLAS="mkl")
+    assert done.returncode != 0
+    assert "NEURONS_BLAS must be 'numpy' or 'scipy', not 'mkl'" in done.stderr

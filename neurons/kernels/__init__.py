@@ -17,13 +17,15 @@ every ``.py`` file here: Numba checks a cached function against its own source f
 change to a callee in another file (``blas.gemm`` is compiled into the dense and convolution
 bodies), to the compile options in ``_config.py``, or a package upgrade would otherwise load
 machine code built from the old source. And it holds the parallel-loop mode asked for
-(``NEURONS_BLOCKS``, see ``_blocks.py``). Numba fixes a function's cache folder when it is
+(``NEURONS_BLOCKS``, see ``_blocks.py``) and the BLAS the products call (``NEURONS_BLAS``, see
+``_blas_library``). Numba fixes a function's cache folder when it is
 decorated, so ``config.CACHE_DIR`` is set only while these modules are imported and while
 ``_blocks`` makes a loop (``_cached_here``): the loops, made at their first use, went to Numba's
 default folder beside the source, keyed by nothing, where a loop cached by a process with
 another thread count crashed the next.
 """
 import contextlib
+import ctypes
 import hashlib
 import os
 import platform
@@ -45,6 +47,38 @@ def _blocks_mode():
     if mode not in ("address", "prange"):
         raise ValueError(f"NEURONS_BLOCKS must be 'address' or 'prange', not {mode!r}")
     return mode
+
+
+def _blas_library():
+    """``(name, sgemm, dgemm, wide)``: the BLAS that ``blas.gemm`` calls, the addresses of its
+    Fortran ``sgemm`` and ``dgemm``, and whether they take 64-bit integers.
+
+    NumPy's own OpenBLAS when its wheel ships one (``NEURONS_BLAS=numpy``, the default), else
+    SciPy's (``NEURONS_BLAS=scipy``, or a NumPy built against some other BLAS). Both are OpenBLAS,
+    but NumPy's is the newer build: single-threaded, the dense layers' products ran 10-60 % faster
+    in it (32 x 128 x 128: 50-52 against 32-34 GFLOP/s; ``bench/blas.py``). Read here, before any
+    kernel is compiled: the calls differ in their integer width, so the cache folder is keyed
+    by the choice."""
+    choice = os.environ.get("NEURONS_BLAS") or "numpy"
+    if choice not in ("numpy", "scipy"):
+        raise ValueError(f"NEURONS_BLAS must be 'numpy' or 'scipy', not {choice!r}")
+    if choice == "numpy":
+        try:
+            from numpy._core import _multiarray_umath as core
+        except ImportError:         # NumPy 1
+            from numpy.core import _multiarray_umath as core
+        # dlsym searches the extension and the libraries it links: the OpenBLAS of NumPy's wheels
+        # (ILP64, its symbols renamed: ``scipy_sgemm_64_`` from NumPy 2, ``sgemm_64_`` before)
+        lib = ctypes.CDLL(core.__file__)
+        for prefix in ("scipy_", ""):
+            s, d = (getattr(lib, f"{prefix}{t}gemm_64_", None) for t in "sd")
+            if s is not None and d is not None:
+                return "numpy", *(ctypes.cast(f, ctypes.c_void_p).value for f in (s, d)), True
+    from numba.extending import get_cython_function_address
+    return "scipy", *(get_cython_function_address("scipy.linalg.cython_blas", f) for f in ("sgemm", "dgemm")), False
+
+
+BLAS = _blas_library()
 
 
 def _version():
@@ -70,6 +104,7 @@ def _cache_dir():
         str(config.NUMBA_NUM_THREADS),
         platform.machine(),
         _blocks_mode(),
+        BLAS[0] + "blas",
         _version(),
         _source_digest(),
     ])

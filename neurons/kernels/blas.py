@@ -1,4 +1,4 @@
-"""GEMM straight from the BLAS that SciPy ships, callable inside kernels.
+"""GEMM straight from the BLAS that NumPy (or SciPy) ships, callable inside kernels.
 
 ``gemm(ta, tb, alpha, a, b, beta, c)`` sets ``c = alpha · op(a) @ op(b) + beta · c`` where
 ``op`` transposes when its flag is true. Operands are 2-D row-major views whose rows are
@@ -9,7 +9,9 @@ Why not ``np.dot``: each ``np.dot`` site in a ``prange`` kernel cost seconds of 
 (the dense split kernel 7 s, the one-pass convolution backward 7 s; this whole module compiles
 in under one), it needs contiguous or freshly copied transposes, and it cannot accumulate.
 The BLAS routines are reached through symbols registered with LLVM at import, not through
-addresses baked into the code, so kernels that call them still go into the on-disk cache.
+addresses baked into the code, so kernels that call them still go into the on-disk cache. Which
+BLAS (NumPy's OpenBLAS, with 64-bit integers, or SciPy's, with 32-bit ones) is chosen at import
+by ``kernels._blas_library``, and the cache folder is keyed by the choice.
 BLAS threads are the caller's business (see ``neurons/_threads.py``).
 
 Under ``NUMBA_DISABLE_JIT`` the kernels run as Python, where the BLAS cannot be called this way:
@@ -21,12 +23,15 @@ import numpy as np
 from numba import types
 from numba.core import cgutils, config
 from numba.core.imputils import impl_ret_borrowed
-from numba.extending import get_cython_function_address, intrinsic
+from numba.extending import intrinsic
 
+from . import BLAS
 from ._config import jit
 
-for _name in ("sgemm", "dgemm"):
-    ll.add_symbol("neurons_" + _name, get_cython_function_address("scipy.linalg.cython_blas", _name))
+_, _s, _d, _WIDE = BLAS
+ll.add_symbol("neurons_sgemm", _s)
+ll.add_symbol("neurons_dgemm", _d)
+_int = np.int64 if _WIDE else np.int32      # the BLAS's integer: a compile-time constant
 
 _ptr = types.voidptr
 _signature = types.void(*([_ptr] * 13))      # Fortran: every argument by reference
@@ -90,9 +95,9 @@ def _gemm(ta, tb, alpha, a, b, beta, c):
         return
     # row-major c is column-major c^T = op(b)^T op(a)^T: swap the operands, keep the flags
     args = (_ref(np.uint8(84 if tb else 78)), _ref(np.uint8(84 if ta else 78)),     # 'T' / 'N'
-            _ref(np.int32(n)), _ref(np.int32(m)), _ref(np.int32(k)), _ref(c.dtype.type(alpha)),
-            b.ctypes, _ref(np.int32(_ld(b))), a.ctypes, _ref(np.int32(_ld(a))), _ref(c.dtype.type(beta)),
-            c.ctypes, _ref(np.int32(_ld(c))))
+            _ref(_int(n)), _ref(_int(m)), _ref(_int(k)), _ref(c.dtype.type(alpha)),
+            b.ctypes, _ref(_int(_ld(b))), a.ctypes, _ref(_int(_ld(a))), _ref(c.dtype.type(beta)),
+            c.ctypes, _ref(_int(_ld(c))))
     if c.itemsize == 4:
         _sgemm(*args)
     else:
