@@ -64,13 +64,34 @@ print(time.perf_counter() - t0)
 
 def _cold_run(args, threads, cache, helper):
     """Wall seconds of ``python args...`` in a fresh process on the compile cache ``cache``, with
-    or without the cold-start helper process (``neurons/_warm.py``); and its stdout."""
+    or without the cold-start helper process (``neurons/_warm.py``); and its stdout. Returns when
+    the helper is done too: a dense chain's helper goes on compiling after training ends, and
+    would otherwise slow (and fill the cache of) the next measurement."""
     env = dict(_env(threads, cache), NEURONS_WARM="1" if helper else "0")
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=ROOT, env=env)
+    seconds = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
-    return time.perf_counter() - t0, out.stdout
+    _wait_for_helpers()
+    return seconds, out.stdout
+
+
+def _wait_for_helpers(timeout=300):
+    """Until no ``python -m neurons._warm`` process runs (Linux: read from /proc)."""
+    import glob
+    end = time.perf_counter() + timeout
+    while time.perf_counter() < end:
+        running = False
+        for path in glob.glob("/proc/[0-9]*/cmdline"):
+            try:
+                with open(path, "rb") as f:
+                    running = running or b"neurons._warm" in f.read()
+            except OSError:
+                pass
+        if not running:
+            return
+        time.sleep(0.2)
 
 
 def cold_start(arch, threads):

@@ -2,16 +2,22 @@
 
 ``learn``'s step loop costs, at batch 1, about 150 us a step, nearly all of it Python: walking
 the program and the param trees, allocating small arrays, checking every leaf. The kernels of
-a small dense network take a few microseconds. ``plan(net, batch, n)`` gives a ``Runner`` when
-the network is a plain chain of dense layers (no skips, loops, blocks, dropout or other kinds of
-layer) whose every kernel would run as one block (small work, see the kernels' own
-``block_count`` thresholds), else None; ``Runner.run`` then does a chunk of an epoch's steps in
-``kernels/chain.py``, which calls the very kernels the general path calls (their own machine
-code, on arguments of the same types): the params, optimizer state and losses are bit for bit
-those of the general path.
+a small dense network take a few microseconds; those of the benchmark's MLP (784-256-128-10) at
+batch 32 about 0.4 ms, and its epoch took 2.0 s step by step against 1.0 s in the chain.
+``plan(net, batch, n)`` gives a ``Runner`` when the network is a plain chain of dense layers (no
+skips, loops, blocks, dropout or other kinds of layer) whose activations run as one block (below
+``activations.PARALLEL_MIN`` elements: the chain runs them whole), else None; ``Runner.run``
+then does a chunk of an epoch's steps in ``kernels/chain.py``, which calls the very kernels the
+general path calls (their own machine code, on arguments of the same types, products split into
+the same blocks): the params, optimizer state and losses are bit for bit those of the general
+path.
 
 Between chunks (``Runner.chunk`` steps, about 50 ms of work at most) control is back in Python,
 so Ctrl-C and a progress bar work as they do step by step.
+
+The chain takes about 10 s to compile. ``Runner.ready`` says whether it is at hand without
+compiling; on a cold cache ``learn`` takes general steps while a helper process compiles it
+(``_warm.start_chain``), then goes over to it.
 """
 import math
 from typing import NamedTuple
@@ -19,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import numba
 from numba import types as nbtypes
-from numba.core import config
+from numba.core import config, event
 
 from . import _tree
 from .kernels import activations as kact, chain, dense as kdense, objectives as kobj, optim as kopt
@@ -28,14 +34,33 @@ from .kernels._blocks import block_count, machine_code
 from .layers import Dense
 from .optimizers import SGD, SGDM, Adam, AdamW, RMSprop
 
-# optimizer class -> (the chain's code for it, its PARALLEL_MIN key, its kernel)
-_SGD, _ADAM = (chain.SGD, "sgd", kopt._sgd), (chain.ADAM, "adam", kopt._adam)
-_OPTIMIZERS = {SGD: _SGD, SGDM: _SGD, Adam: _ADAM, AdamW: _ADAM, RMSprop: (chain.RMSPROP, "rmsprop", kopt._rmsprop)}
+# optimizer class -> (the chain's code for it, its PARALLEL_MIN key, its kernel, its block body)
+_SGD, _ADAM = (chain.SGD, "sgd", kopt._sgd, kopt._sgd_body), (chain.ADAM, "adam", kopt._adam, kopt._adam_body)
+_OPTIMIZERS = {SGD: _SGD, SGDM: _SGD, Adam: _ADAM, AdamW: _ADAM,
+               RMSprop: (chain.RMSPROP, "rmsprop", kopt._rmsprop, kopt._rmsprop_body)}
 _ADDRESSES = {}             # Runner._address's, per process
 MAX_STEPS = 1024            # steps per chunk at most
 CHUNK_SECONDS = 0.05        # and about this much work
 _STEP_SECONDS = 5e-6        # a step's cost besides its products (4-50-50-3 at batch 1: 9 us in all)
-_FLOPS = 2e9                # the products' speed assumed (tiny serial GEMMs)
+_FLOPS = 2e9                # the products' speed assumed: tiny serial GEMMs,
+_BLOCK_FLOPS = 4e10         # and per thread, those split into blocks (784-256-128-10 at batch 128: 1.1 ms)
+
+
+class _WouldCompile(Exception):
+    pass
+
+
+class _Refuse(event.Listener):
+    """Stops a compile as it starts (``Runner.ready``)."""
+
+    def on_start(self, ev):
+        raise _WouldCompile
+
+    def on_end(self, ev):
+        pass
+
+
+_REFUSE = _Refuse()
 
 
 class Chunk(NamedTuple):
@@ -64,24 +89,16 @@ def plan(net, batch, n_samples):
         return None             # the chain calls the kernels by address, as the block loops do
     if not all(type(lay) is Dense and not lay.dropout for lay in net.layers):
         return None
-    opt = net.optimizer
-    if type(opt) not in _OPTIMIZERS:
+    if type(net.optimizer) not in _OPTIMIZERS:
         return None
     rows = min(batch, n_samples)        # the largest batch: work grows with the rows
     last = len(net.layers) - 1
     dims = [int(np.prod(net.input_shape))] + [lay.units for lay in net.layers]
-    kind = _OPTIMIZERS[type(opt)][1]
     for l, lay in enumerate(net.layers):
-        u, i = dims[l + 1], dims[l]
-        work = rows * u * i
-        if block_count(u, work, kdense.SPLIT) != 1 or block_count(max(u, i), work, kdense.SPLIT) != 1:
-            return None
+        u = dims[l + 1]
         activated = lay.activation.value != kact.LINEAR and not (net._fused and l == last)
         if activated and block_count(rows, rows * u, kact.PARALLEL_MIN) != 1:
-            return None
-        for size in (u * i, u if lay.bias else 0):
-            if size and block_count(size, size, kopt.PARALLEL_MIN[kind]) != 1:
-                return None
+            return None         # the chain runs activations whole, in one thread
     return Runner(net, batch, n_samples, dims)
 
 
@@ -110,20 +127,26 @@ class Runner:
         self.lo, self.hi = net.clip if net.clip else (0.0, 0.0)
         opt = net.optimizer
         self.opt = opt
-        self.code, _, self.kernel = _OPTIMIZERS[type(opt)]
+        self.code, kind, serial, body = _OPTIMIZERS[type(opt)]
+        # the update runs over the flat params: in blocks when its kernel would split that many
+        self.opt_blocks = block_count(self.offsets[-1], self.offsets[-1], kopt.PARALLEL_MIN[kind])
+        self.kernel = serial if self.opt_blocks == 1 else body
         self.objective = net.objective.value
         self.fwd = None             # the kernels' addresses, at the first run (``_address``)
         # the optimizers' hyperparameters as their update passes them (SGD's momentum: 0)
         self.hyper = np.array([float(getattr(opt, "_" + h if h == "decoupled" else h, 0.0)) for h in chain.HYPER])
-        flops = 6.0 * min(batch, n_samples) * sum(int(u) * int(i) for u, i in zip(dims[1:], dims[:-1]))
-        self.chunk = int(max(1, min(MAX_STEPS, CHUNK_SECONDS / (_STEP_SECONDS + flops / _FLOPS))))
+        rows, seconds = min(batch, n_samples), _STEP_SECONDS
+        for u, i in zip(dims[1:], dims[:-1]):
+            blocks = block_count(u, rows * u * i, kdense.SPLIT)
+            seconds += 6.0 * rows * u * i / (_FLOPS if blocks == 1 else _BLOCK_FLOPS * blocks)
+        self.chunk = int(max(1, min(MAX_STEPS, CHUNK_SECONDS / seconds)))
         self._none = np.empty(0, self.dtype)
 
     def _address(self):
         """The machine code of the activation, loss and optimizer kernels this network uses (only
         they compile), for the argument types ``chain.train_steps`` passes them; kept per process
         (Numba's types take about 0.5 ms to build and look up)."""
-        key = (self.dtype.str, tuple(self.acts.tolist()), self.fused, self.objective, self.code)
+        key = (self.dtype.str, tuple(self.acts.tolist()), self.fused, self.objective, self.code, self.opt_blocks > 1)
         if key not in _ADDRESSES:
             _ADDRESSES[key] = self._look_up()
         self.fwd, self.bwd, self.loss_at, self.opt_at = _ADDRESSES[key]
@@ -147,7 +170,38 @@ class Runner:
         args = {chain.SGD: (flat,) * 3 + (scalar,) * 3 + (flag,),
                 chain.ADAM: (flat,) * 4 + (scalar,) * 5 + (flag,) + (scalar,) * 2,
                 chain.RMSPROP: (flat,) * 5 + (scalar,) * 5}[self.code]
+        if self.opt_blocks > 1:
+            args = (nbtypes.intp, nbtypes.intp) + args          # the body's (blk, blocks, ...)
+        _blocks.launch()            # before the chain, which may call the shared parallel loop, loads
         return fwd, bwd, loss_at, machine_code(self.kernel, args)[0]
+
+    def _arguments(self, x, y, order, first, steps, lrs, c1s, rc2s, count, flat, s1, s2, s3, losses, addresses):
+        """``chain.train_steps``' arguments."""
+        fwd, bwd, loss_at, opt_at = addresses
+        return (x, y, order, self.batch, first, steps, self.dims, self.acts, fwd, bwd, self.woff, self.boff, kdense.SPLIT,
+                self.fused, loss_at, self.clip, self.lo, self.hi, self.code, opt_at, self.opt_blocks, self.hyper, lrs,
+                c1s, rc2s, count, flat, np.empty_like(flat), s1, s2, s3, losses)
+
+    def signature(self):
+        """The argument types ``run`` calls ``chain.train_steps`` with (the same for every dense
+        chain of one dtype: everything about the network is an argument)."""
+        flat, ints, floats, rows = np.empty(0, self.dtype), np.empty(0, np.int64), np.empty(0), np.empty((0, 1), self.dtype)
+        return tuple(numba.typeof(a) for a in self._arguments(
+            rows, rows, ints, 0, 0, floats, floats, floats, 0, flat, flat, flat, flat, floats, (ints, ints, 0, 0)))
+
+    def ready(self):
+        """Whether the chain's machine code is at hand without compiling it: in this process or in
+        the cache (loaded then). A compile that would start is refused, not run (10 s on a cold
+        start: ``learn`` takes general steps meanwhile, while a helper compiles it, ``_warm.py``)."""
+        signature = self.signature()
+        if signature in chain.train_steps.overloads:
+            return True
+        try:
+            with event.install_listener("numba:compile", _REFUSE):
+                chain.train_steps.compile(signature)
+        except _WouldCompile:
+            return False
+        return True
 
     def run(self, params, state, x, y, order, epoch, first, steps, total=0.0):
         """Steps ``first .. first + steps - 1`` of epoch ``epoch`` (0-based) from ``params`` and the
@@ -168,10 +222,9 @@ class Runner:
         if self.fwd is None:
             self._address()
         try:
-            done, status, bad, now, before = chain.train_steps(
-                x2, y2, np.asarray(order, np.int64), self.batch, first, steps, self.dims, self.acts, self.fwd,
-                self.bwd, self.woff, self.boff, self.fused, self.loss_at, self.clip, self.lo, self.hi, self.code,
-                self.opt_at, self.hyper, lrs, c1s, rc2s, count, flat, np.empty_like(flat), s1, s2, s3, losses)
+            done, status, bad, now, before = chain.train_steps(*self._arguments(
+                x2, y2, np.asarray(order, np.int64), first, steps, lrs, c1s, rc2s, count, flat, s1, s2, s3, losses,
+                (self.fwd, self.bwd, self.loss_at, self.opt_at)))
         except SystemError as e:
             # Ctrl-C while the chain looked a kernel up (the first call: Python runs, and takes the
             # signal): nothing of the chunk is kept, as for a step cut short

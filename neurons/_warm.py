@@ -13,6 +13,11 @@ it: if it fails, or is slow, the training process compiles what it needs itself,
 The demo's cold start (``neurons demo``, empty cache, 2 cores): 15.4-16.1 s with the helper,
 20.2-21.3 s without (3 alternated runs each).
 
+A dense network that ``learn`` runs in the compiled chain (``_fused.py``) gets a helper of its own
+(``start_chain``): the chain takes about 10 s to compile, so while it compiles there, ``learn``
+takes its steps through the general path (the same bits), whose kernels compile in a few seconds,
+and goes over to the chain when the helper is done.
+
 Not started under ``NUMBA_DISABLE_JIT`` or ``NEURONS_BLOCKS=prange`` (nothing, or not
 everything, is cached), where the cache cannot be locked (``_cache.py``: two processes adding
 entries to one function's index at once could otherwise mix them up), nor with
@@ -32,13 +37,14 @@ def wanted():
     return _cache.SAFE and _blocks.MODE == "address" and os.environ.get("NEURONS_WARM", "1") != "0"
 
 
-def start(net, batch, eval_batch):
+def start(net, batch, eval_batch, samples=None):
     """The helper process (``subprocess.Popen``) for ``net`` at these batch sizes (``eval_batch``
-    0: no evaluation pass), or None."""
+    0: no evaluation pass), or None. ``samples``: the helper compiles the compiled chain of a
+    dense network instead (``_fused.py``; ``learn`` on that many samples), see ``start_chain``."""
     if not wanted():
         return None
     try:
-        job = pickle.dumps((net, int(batch), int(eval_batch)))
+        job = pickle.dumps((net, int(batch), int(eval_batch), samples))
         proc = subprocess.Popen([sys.executable, "-m", "neurons._warm"], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc.stdin.write(job)
@@ -46,6 +52,21 @@ def start(net, batch, eval_batch):
         return proc
     except Exception:       # no helper, no harm: training compiles what it needs itself
         return None
+
+
+_chains = {}        # the compiled chain's signature -> the helper compiling it (one at a time)
+
+
+def start_chain(runner, net, batch, samples):
+    """A helper compiling the compiled chain that ``runner`` (``_fused.Runner``) runs, unless one
+    of this process compiles it already: that helper, or None (no helper: the caller compiles the
+    chain itself). Left to finish when training ends, unlike ``start``'s: the next ``learn`` then
+    finds the chain in the cache."""
+    key = runner.signature()
+    proc = _chains.get(key)
+    if proc is None or proc.poll() is not None:
+        proc = _chains[key] = start(net, batch, 0, samples)
+    return proc
 
 
 def stop(proc):
@@ -88,9 +109,24 @@ def _targets(net, n):
     return np.zeros((n, int(np.prod(net.output_shape))), net.dtype)
 
 
+def warm_chain(net, batch, samples):
+    """One step of ``net``'s compiled chain on zeros: compiles it, and the kernels it calls."""
+    from . import _fused
+    from ._threads import running
+    runner = _fused.plan(net, batch, samples)
+    params = net.init(0)
+    rows = min(batch, samples)
+    with running():
+        runner.run(params, net.optimizer.init(params), np.zeros((rows,) + net.input_shape, net.dtype),
+                   _targets(net, rows), np.arange(rows), 0, 0, 1)
+
+
 def main():
-    net, batch, eval_batch = pickle.loads(sys.stdin.buffer.read())
-    warm(net, batch, eval_batch)
+    net, batch, eval_batch, samples = pickle.loads(sys.stdin.buffer.read())
+    if samples is None:
+        warm(net, batch, eval_batch)
+    else:
+        warm_chain(net, batch, samples)
 
 
 if __name__ == "__main__":

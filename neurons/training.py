@@ -193,7 +193,10 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     # Ctrl-C hands back is always usable
     good, good_stats = params, stats
     epoch = step = 0
+    steps = -(-n // batch)          # per epoch
     fused = _fused.plan(net, batch, n) if dp is None else None     # None: the general path, step by step
+    # on a cold cache the chain compiles in a helper meanwhile (general steps give the same bits)
+    compiling = _warm.start_chain(fused, net, batch, n) if fused is not None and not fused.ready() else None
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
@@ -205,19 +208,25 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                 total = 0.0
                 bar = _bar(progress, n, epoch, epochs)
                 step = 0
-                while fused is not None and step < fused.steps:     # a chunk of steps in one compiled call
-                    c = fused.run(params, state, x, y, order, epoch, step, min(fused.chunk, fused.steps - step), total)
-                    params, state, total, good = c.params, c.state, c.total, good if c.prev is None else c.prev
-                    if c.error is not None:
-                        kind, message = c.error
-                        raise TrainingError(message, Trained(net, good if kind == "loss" else params, history,
-                                                             state=stats))
-                    if bar is not None:     # the loss first: the update draws the bar
-                        bar.set_postfix_str(f"loss {total / min(n, (step + c.done) * batch):.4f}", refresh=False)
-                        bar.update(min(n, (step + c.done) * batch) - min(n, step * batch))
-                    step += c.done
-                    ctrl_c.check()
-                for step, start in enumerate(range(step * batch, n, batch), step):
+                while step < steps:
+                    if compiling is not None and compiling.poll() is not None:
+                        # the helper is done: the chain from the cache (or, if it failed, never)
+                        fused = fused if compiling.returncode == 0 and fused.ready() else None
+                        compiling = None
+                    if fused is not None and compiling is None:         # a chunk of steps in one compiled call
+                        c = fused.run(params, state, x, y, order, epoch, step, min(fused.chunk, steps - step), total)
+                        params, state, total, good = c.params, c.state, c.total, good if c.prev is None else c.prev
+                        if c.error is not None:
+                            kind, message = c.error
+                            raise TrainingError(message, Trained(net, good if kind == "loss" else params, history,
+                                                                 state=stats))
+                        if bar is not None:     # the loss first: the update draws the bar
+                            bar.set_postfix_str(f"loss {total / min(n, (step + c.done) * batch):.4f}", refresh=False)
+                            bar.update(min(n, (step + c.done) * batch) - min(n, step * batch))
+                        step += c.done
+                        ctrl_c.check()
+                        continue
+                    start = step * batch
                     rows = order[start:start + batch] if shuffle else slice(start, min(n, start + batch))
                     size, step_seed = min(batch, n - start), _step_seed(seed, epoch, step)
                     if dp is None:
@@ -237,6 +246,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                                             Trained(net, params, history, state=stats))
                     params, stats = new, new_stats
                     total += loss * size
+                    step += 1
                     ctrl_c.check()
                     if bar is not None:
                         bar.update(size)

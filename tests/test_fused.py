@@ -227,22 +227,31 @@ def test_plan_leaves_the_prange_mode_to_the_general_path(monkeypatch):
 
 
 @pytest.mark.skipif(BLOCKS == 1, reason="one Numba thread: every kernel runs as one block")
-def test_plan_refuses_work_the_kernels_split_into_blocks():
-    # the dense products: 300 x 100 at batch 1 is one block, at batch 8 (240,000 >= SPLIT) two
-    net = neurons.Network((100,)).dense(300, "relu").dense(2)
-    assert _fused.plan(net, 1, 50) is not None
-    assert _fused.plan(net, 8, 50) is None
-    assert _fused.plan(net, 8, 6) is not None           # no batch holds more than 6 samples (180,000)
-    # the update: Adam splits 200 x 200 weights (>= 32,768), SGD does not (< 131,072)
-    big = neurons.Network((200,)).dense(200).dense(2)
-    assert _fused.plan(big.set_optimizer(O.SGD()), 1, 50) is not None
-    assert _fused.plan(big.set_optimizer(O.Adam()), 1, 50) is None
-    # an activation splits from 262,144 elements, (rows, units), a product below it from 200,000
-    # multiply-adds, rows x units x inputs: the product is always refused first
-    assert kact.PARALLEL_MIN > kdense.SPLIT
+def test_plan_refuses_only_activations_the_kernels_split_into_blocks():
+    # an activation splits from 262,144 elements (rows, units); the chain runs activations whole
     wide = neurons.Network((1,)).dense(300, "tanh").dense(1)
     assert _fused.plan(wide, 512, 2000) is not None
     assert _fused.plan(wide, 1024, 2000) is None
+    assert _fused.plan(wide, 1024, 800) is not None      # no batch holds more than 800 rows
+    # products and updates split into blocks are the chain's too (see the next test)
+    assert _fused.plan(neurons.Network((100,)).dense(300, "relu").dense(2), 8, 50) is not None
+
+
+@pytest.mark.skipif(BLOCKS == 1, reason="one Numba thread: every kernel runs as one block")
+@pytest.mark.parametrize("optimizer", [O.SGD(lr=0.01), O.SGDM(lr=0.01, momentum=0.9), O.Adam(lr=1e-3),
+                                       O.RMSprop(lr=1e-3, momentum=0.5, centered=True)], ids=lambda o: type(o).__name__)
+def test_products_and_updates_in_blocks_are_bit_for_bit_the_general_paths(optimizer):
+    # 400 -> 350 -> 10: 8 rows x 350 x 400 (1.1 M multiply-adds) split into blocks, the 5 rows of
+    # the last batch too (700,000), 2 rows (280,000) as well; 143,860 params: every optimizer's
+    # update splits the flat params (>= its PARALLEL_MIN). The general path splits per param
+    # instead: elementwise, the same bits.
+    net = (neurons.Network((400,)).dense(350, "relu").dense(10, "softmax").set_objective("cross_entropy")
+           .set_optimizer(optimizer))
+    runner = _fused.plan(net, 8, 21)
+    assert runner is not None and runner.opt_blocks == BLOCKS
+    assert all(kdense.block_count(350, rows * 350 * 400, kdense.SPLIT) > 1 for rows in (8, 5))
+    _check(net, n=21, batch=8, epochs=2, chunks=(None, 1, 2))
+    _check(net.set_objective("mse").dense(3, "sigmoid"), n=10, batch=4, epochs=1, kind="prob")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -362,3 +371,69 @@ def test_the_chain_compiles_only_the_kernels_its_network_uses(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["_relu_forward", "softmax_cross_entropy", "_sgd"]
+
+
+class _Compiling:
+    """A stand-in for the helper compiling the chain: done (``returncode``) at its ``done``-th poll."""
+
+    def __init__(self, done, returncode):
+        self.polls, self.done, self.returncode = 0, done, returncode
+
+    def poll(self):
+        self.polls += 1
+        return self.returncode if self.polls >= self.done else None
+
+
+@pytest.mark.parametrize("returncode", [0, 1])
+def test_learn_goes_over_to_the_chain_when_its_helper_is_done_with_the_same_bits(monkeypatch, returncode):
+    # on a cold cache learn takes general steps while a helper compiles the chain: whenever it
+    # goes over (here mid-epoch, at the 6th of 13 steps) the run is the one the chain alone, or the
+    # general path alone, gives; a helper that failed leaves the whole run to the general path
+    net = (neurons.Network((5,)).dense(7, "tanh").dense(3, "softmax").set_objective("cross_entropy")
+           .set_optimizer(O.Adam(lr=0.01)))
+    x, y = _data(net, 50)
+    fit = dict(batch=4, epochs=2, print_every=None, progress=False)
+    chained = net.learn(x, y, **fit)
+    with monkeypatch.context() as m:
+        m.setattr(_fused, "plan", lambda *args: None)
+        general = net.learn(x, y, **fit)
+    compiling, asked, chunks = _Compiling(6, returncode), [], []
+    ready, run = _fused.Runner.ready, _fused.Runner.run
+    monkeypatch.setattr(_fused.Runner, "ready", lambda self: bool(asked.append(1) or len(asked) > 1) and ready(self))
+    monkeypatch.setattr(_fused.Runner, "run", lambda self, *a, **k: chunks.append(a[5:7]) or run(self, *a, **k))
+    monkeypatch.setattr(neurons._warm, "start_chain", lambda *args: compiling)
+    mixed = net.learn(x, y, **fit)
+    assert compiling.polls == 6
+    assert chunks == ([(0, 5), (1, 0)] if returncode == 0 else [])     # (epoch, step) each chunk started at
+    for other in (chained, general):
+        assert mixed.history.train_loss == other.history.train_loss
+        for p, q in zip(_tree.leaves(mixed.params), _tree.leaves(other.params)):
+            assert np.array_equal(p, q)
+
+
+def test_on_a_cold_cache_a_helper_compiles_the_chain_while_learn_takes_general_steps(tmp_path):
+    code = """if True:
+        import numpy as np
+        import neurons
+        from neurons import _fused, _tree, _warm
+        from neurons.kernels import chain
+        net = neurons.Network((4,)).dense(6, "relu").dense(3, "softmax").set_objective("cross_entropy")
+        rng = np.random.default_rng(0)
+        x, y = rng.standard_normal((12, 4)), rng.integers(0, 3, 12)
+        runner = _fused.plan(net, 4, 12)
+        assert not runner.ready()
+        first = net.learn(x, y, batch=4, epochs=2, print_every=None, progress=False)
+        assert not chain.train_steps.overloads          # this process did not compile the chain
+        (helper,) = _warm._chains.values()
+        assert helper.wait(timeout=500) == 0
+        assert runner.ready() and chain.train_steps.overloads       # loaded from the cache it filled
+        again = net.learn(x, y, batch=4, epochs=2, print_every=None, progress=False)
+        assert all(np.array_equal(a, b) for a, b in zip(_tree.leaves(first.params), _tree.leaves(again.params)))
+        print("ok")
+    """
+    import subprocess
+    import sys
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), NEURONS_WARM="1")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["ok"]

@@ -55,8 +55,8 @@ def _blas_library():
 
     NumPy's own OpenBLAS when its wheel ships one (``NEURONS_BLAS=numpy``, the default), else
     SciPy's (``NEURONS_BLAS=scipy``, or a NumPy built against some other BLAS). Both are OpenBLAS,
-    but NumPy's is the newer build: single-threaded, the dense layers' products ran 10-60 % faster
-    in it (32 x 128 x 128: 50-52 against 32-34 GFLOP/s; ``bench/blas.py``). Read here, before any
+    but NumPy's is the newer build: single-threaded, the dense layers' products ran 25-75 % faster
+    in it (``python -m bench.blas``: 53-71 against 35-55 GFLOP/s). Read here, before any
     kernel is compiled: the calls differ in their integer width, so the cache folder is keyed
     by the choice."""
     choice = os.environ.get("NEURONS_BLAS") or "numpy"

@@ -145,15 +145,24 @@ def block_count(items, work=0, minimum=0):
     return max(1, min(BLOCKS, items)) if work >= minimum else 1
 
 
+# the same rule inside kernels (``chain.py`` splits its products as the layers' own calls do)
+block_count_in_kernels = jit(block_count)
+
+
+def launch():
+    """Start Numba's thread pool, before compiled code that calls the shared parallel loop is
+    loaded: older Numbas (0.61) do not start it when loading a function whose linked code holds a
+    parfor, and that code then crashes."""
+    from numba.np.ufunc.parallel import _launch_threads
+    _launch_threads()
+
+
 def _address_loop(name):
     def each(blocks, args):
         tramp, data = _packed(address(name, args), args)    # (address refuses tuples among args)
         return _run_blocks(blocks, tramp, data)
-    from numba.np.ufunc.parallel import _launch_threads
     from . import _cached_here
-    # the loop's cached machine code holds the parallel loop it calls, but in older Numbas (0.61)
-    # loading it does not start the thread pool that code needs: a crash
-    _launch_threads()
+    launch()        # the loop's cached machine code holds the parallel loop it calls
     with _cached_here():        # the package's keyed cache folder (kernels/__init__.py)
         return jit(each)
 
@@ -168,6 +177,20 @@ def _run_blocks(blocks, tramp, data):
     for blk in prange(blocks):
         failed[blk] = _call_trampoline(tramp, blk, data)
     return _first(failed)
+
+
+@jit(inline="always")
+def run_at(body, blocks, args):
+    """``body(blk, *args)`` for every ``blk`` in ``range(blocks)``, one block per thread in the shared
+    parallel loop, from compiled code: ``body`` the address of a block function compiled for
+    ``(intp, *args)``'s types (``address``, ``machine_code``). A block that raises raises its own
+    exception here, as from ``parallel``'s loops (run again alone). The loop is called by address:
+    linked in, its parfor would compile again for every caller."""
+    tramp, data = _packed(body, args)
+    failed = kernel("neurons.kernels._blocks._run_blocks", (blocks, tramp, data))
+    if failed >= 0:
+        call_at(body, (failed,) + args, None)
+        raise RuntimeError("a block failed in a parallel loop, but not when it ran again alone")
 
 
 _TRAMPOLINE = ir.FunctionType(ir.IntType(8), [ir.IntType(64), cgutils.voidptr_t])

@@ -1,11 +1,13 @@
 """Training steps of a chain of dense layers, many in one compiled call.
 
 ``train_steps`` runs, for each step of a chunk, what ``Network._loss_grad_state`` and an
-optimizer's ``update`` run for a plain dense chain whose every kernel takes one block of work
-(``neurons/_fused.py`` decides when that holds): gather the batch's rows in the shuffled order,
+optimizer's ``update`` run for a plain dense chain whose activations run whole (one block;
+``neurons/_fused.py`` decides when that holds): gather the batch's rows in the shuffled order,
 each layer's forward pass, the loss and its gradient, each layer's backward pass, the update of
 every param and of the optimizer's state. What it saves is Python's work between the kernels: at
 batch 1 a step's kernels take a few microseconds and the dispatch around them a hundred and more.
+Products and updates large enough to be split into blocks by the layers' own calls are split
+here into the same blocks, run by the shared parallel loop (``_blocks.run_at``).
 
 Each kernel is called by its address: the very machine code the general path runs (the jit
 function's own, compiled for the same argument types), not a copy of it compiled into this
@@ -13,10 +15,10 @@ function. A copy is not the same code: linked into another function, a kernel is
 there, and with ``reassoc`` its sums may be regrouped (a copy of ``cross_entropy`` inlined here
 gave the last bit of one loss in 30 differently). Called by address, the params, the optimizer's
 state and the losses are the general path's, bit for bit. The dense bodies
-(``dense._forward_body`` and ``_backward_body``, block 0 of 1) are named here
-(``_blocks.kernel``); the activations' serial ``FORWARD``/``BACKWARD`` kernels, the loss (an
+(``dense._forward_body`` and ``_backward_body``) are named here (``_blocks.kernel``, and
+``_blocks.address`` for their blocks); the activations' serial ``FORWARD``/``BACKWARD`` kernels, the loss (an
 objective kernel, or ``softmax_cross_entropy``) and the optimizer (``optim._sgd``, ``_adam``,
-``_rmsprop``) are chosen at run time: ``neurons/_fused.py`` passes the addresses of the ones the
+``_rmsprop``, or their block bodies) are chosen at run time: ``neurons/_fused.py`` passes the addresses of the ones the
 network uses (``_blocks.call_at``), so that only they compile, not every kernel a branch here
 could name (5 of the 18 s a cold start of a small dense network took).
 
@@ -28,7 +30,7 @@ as one call per param does.
 """
 import numpy as np
 
-from ._blocks import call_at, kernel
+from ._blocks import address, block_count_in_kernels, call_at, kernel, run_at
 from ._config import jit
 from .activations import LINEAR
 
@@ -78,34 +80,69 @@ def _activated(acts, l, fused):
 
 
 @jit
-def _update(optimizer, at, p, g, s1, s2, s3, lr, hyper, first, c1, rc2):
-    """One optimizer step over the flat ``p`` in place (its state ``s1, s2, s3`` too): the kernel
-    at ``at`` (``optim._sgd``, ``_adam`` or ``_rmsprop`` by ``optimizer``), with the argument
-    types ``optimizers._Optimizer._walk`` gives it.
+def _update(optimizer, at, blocks, p, g, s1, s2, s3, lr, hyper, first, c1, rc2):
+    """One optimizer step over the flat ``p`` in place (its state ``s1, s2, s3`` too), with the
+    argument types ``optimizers._Optimizer._walk`` gives its kernels: with one block the serial
+    kernel at ``at`` (``optim._sgd``, ``_adam`` or ``_rmsprop`` by ``optimizer``), else its block
+    body (``optim._sgd_body``, ...) at ``at``, one block of ``p`` per thread.
 
     ``hyper`` (HYPER): momentum, decay, beta1, beta2, eps, alpha, decoupled (1.0 or 0.0)."""
     momentum, decay, beta1, beta2, eps, alpha = hyper[0], hyper[1], hyper[2], hyper[3], hyper[4], hyper[5]
     if optimizer == SGD:
-        call_at(at, (p, g, s1, lr, momentum, decay, first), None)
+        _serial_or_blocks(at, blocks, (p, g, s1, lr, momentum, decay, first))
     elif optimizer == ADAM:
-        call_at(at, (p, g, s1, s2, lr, beta1, beta2, eps, decay, hyper[6] != 0.0, c1, rc2), None)
+        _serial_or_blocks(at, blocks, (p, g, s1, s2, lr, beta1, beta2, eps, decay, hyper[6] != 0.0, c1, rc2))
     else:
-        call_at(at, (p, g, s1, s2, s3, lr, alpha, eps, decay, momentum), None)
+        _serial_or_blocks(at, blocks, (p, g, s1, s2, s3, lr, alpha, eps, decay, momentum))
+
+
+@jit(inline="always")
+def _serial_or_blocks(at, blocks, args):
+    """``f(*args)`` for the serial kernel ``f`` at ``at`` (one block), else ``body(blk, blocks,
+    *args)`` for each block, ``body`` at ``at``."""
+    if blocks == 1:
+        call_at(at, args, None)
+    else:
+        run_at(at, blocks, (blocks,) + args)
 
 
 @jit
-def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, boff, fused, loss_at, clip, lo, hi,
-                optimizer, opt_at, hyper, lrs, c1s, rc2s, count, params, spare, s1, s2, s3, losses):
+def _dense_forward(split, h, w, b, z):
+    """``dense.dense_forward``'s product into ``z``, in the blocks it would split it into."""
+    blocks = block_count_in_kernels(w.shape[0], h.shape[0] * w.shape[0] * h.shape[1], split)
+    if blocks == 1:
+        kernel("neurons.kernels.dense._forward_body", (0, 1, h, w, b, z))
+    else:
+        args = (blocks, h, w, b, z)
+        run_at(address("neurons.kernels.dense._forward_body", args), blocks, args)
+
+
+@jit
+def _dense_backward(split, dz, h, w, need_dx, dx, dw, db):
+    """``dense.dense_backward``'s gradients, in the blocks it would split them into."""
+    blocks = block_count_in_kernels(max(w.shape[0], h.shape[1]), dz.shape[0] * w.shape[0] * h.shape[1], split)
+    if blocks == 1:
+        kernel("neurons.kernels.dense._backward_body", (0, 1, dz, h, w, need_dx, dx, dw, db))
+    else:
+        args = (blocks, dz, h, w, need_dx, dx, dw, db)
+        run_at(address("neurons.kernels.dense._backward_body", args), blocks, args)
+
+
+@jit
+def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, boff, split, fused, loss_at, clip, lo,
+                hi, optimizer, opt_at, opt_blocks, hyper, lrs, c1s, rc2s, count, params, spare, s1, s2, s3, losses):
     """Steps ``first .. first + steps - 1`` of an epoch; returns ``(done, status, bad, params, spare)``.
 
     x (N, F) and y (N, O): the training set; ``order`` (N,): the epoch's order of its rows; step
     ``s`` takes rows ``order[s·batch : (s+1)·batch]``. ``dims`` (L+1,): the widths, input first;
     ``acts`` (L,): activation codes, ``fwd`` and ``bwd`` (L,): the addresses of each activated
     layer's activation kernels; ``woff``, ``boff`` (L,): where each layer's weights and bias start
-    in the flat params (``boff`` -1: no bias). ``fused``: softmax and cross-entropy together from
+    in the flat params (``boff`` -1: no bias); ``split``: ``dense.SPLIT``, by which each product
+    is split into blocks as the dense layer's own call splits it. ``fused``: softmax and cross-entropy together from
     the last layer's logits (``objectives.softmax_cross_entropy`` at ``loss_at``); else the
     objective kernel at ``loss_at``, with ``clip`` to ``[lo, hi]``. ``optimizer`` (SGD, ADAM or
-    RMSPROP, its kernel at ``opt_at``) with ``hyper`` (see ``HYPER``); per step of the chunk
+    RMSPROP, its kernel at ``opt_at``: the serial one if ``opt_blocks`` is 1, else its block body)
+    with ``hyper`` (see ``HYPER``); per step of the chunk
     the learning rate ``lrs[k]`` and for Adam the bias corrections ``c1s[k]``, ``rc2s[k]``;
     ``count``: the optimizer's steps before the chunk. ``params`` and ``spare`` (P,): the flat
     params and a second array of their size; ``s1, s2, s3``: the optimizer's state, flat, updated
@@ -151,7 +188,7 @@ def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, bo
             w = params[woff[l]:woff[l] + u * i].reshape((u, i))
             b = params[boff[l]:boff[l] + u] if boff[l] >= 0 else no_bias
             z = zs[offs[l]:offs[l] + m * u].reshape((m, u))
-            kernel("neurons.kernels.dense._forward_body", (0, 1, h, w, b, z))
+            _dense_forward(split, h, w, b, z)
             if _activated(acts, l, fused):
                 a = ys[offs[l]:offs[l] + m * u].reshape((m, u))
                 call_at(fwd[l], (z, a), None)
@@ -183,15 +220,13 @@ def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, bo
             w = params[woff[l]:woff[l] + u * i].reshape((u, i))
             dw = grads[woff[l]:woff[l] + u * i].reshape((u, i))
             db = grads[boff[l]:boff[l] + u] if boff[l] >= 0 else scratch[:u]
-            if l > 0:
-                dx = (ping if (layers - 1 - l) % 2 == 0 else pong)[:m * i].reshape((m, i))
-                kernel("neurons.kernels.dense._backward_body", (0, 1, dz, h, w, True, dx, dw, db))
-                dy = dx
-            else:
-                kernel("neurons.kernels.dense._backward_body", (0, 1, dz, h, w, False, no_dx, dw, db))
+            need_dx = l > 0
+            dx = (ping if (layers - 1 - l) % 2 == 0 else pong)[:m * i].reshape((m, i)) if need_dx else no_dx
+            _dense_backward(split, dz, h, w, need_dx, dx, dw, db)
+            dy = dx
         # the update, into a copy: the params before it stay as they were
         _copy(spare, params)
-        _update(optimizer, opt_at, spare, grads, s1, s2, s3, lrs[k], hyper, count + k == 0, c1s[k], rc2s[k])
+        _update(optimizer, opt_at, opt_blocks, spare, grads, s1, s2, s3, lrs[k], hyper, count + k == 0, c1s[k], rc2s[k])
         bad = _first_nonfinite(spare)
         if bad >= 0:
             return k, PARAMS, bad, params, spare
