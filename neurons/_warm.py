@@ -58,15 +58,16 @@ _chains = {}        # the compiled chain's signature -> the helper compiling it 
 
 
 def start_chain(runner, net, batch, samples):
-    """A helper compiling the compiled chain that ``runner`` (``_fused.Runner``) runs, unless one
-    of this process compiles it already: that helper, or None (no helper: the caller compiles the
-    chain itself). Left to finish when training ends, unlike ``start``'s: the next ``learn`` then
-    finds the chain in the cache."""
+    """A helper compiling the compiled chain that ``runner`` (``_fused.Runner``, whose chain is not
+    ready) runs, or the one of this process that compiles it already; None: no helper, the caller
+    compiles the chain itself (also when a helper has finished before, and the chain is still not
+    in the cache: one that cannot be written). Left to finish when training ends, unlike
+    ``start``'s: the next ``learn`` then finds the chain in the cache."""
     key = runner.signature()
-    proc = _chains.get(key)
-    if proc is None or proc.poll() is not None:
-        proc = _chains[key] = start(net, batch, 0, samples)
-    return proc
+    if key not in _chains:
+        _chains[key] = start(net, batch, 0, samples)
+    proc = _chains[key]
+    return proc if proc is not None and proc.poll() is None else None
 
 
 def stop(proc):

@@ -69,8 +69,11 @@ def _blas_library():
             from numpy.core import _multiarray_umath as core
         # dlsym searches the extension and the libraries it links: the OpenBLAS of NumPy's wheels
         # (ILP64, its symbols renamed: ``scipy_sgemm_64_`` from NumPy 2, ``sgemm_64_`` before)
-        lib = ctypes.CDLL(core.__file__)
-        for prefix in ("scipy_", ""):
+        try:
+            lib = ctypes.CDLL(core.__file__)
+        except OSError:
+            lib = None
+        for prefix in ("scipy_", "") if lib is not None else ():
             s, d = (getattr(lib, f"{prefix}{t}gemm_64_", None) for t in "sd")
             if s is not None and d is not None:
                 return "numpy", *(ctypes.cast(f, ctypes.c_void_p).value for f in (s, d)), True
