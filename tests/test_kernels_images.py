@@ -66,13 +66,15 @@ def test_conv_primitives_against_naive_loops(strategy, dtype, n):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 3])
-@pytest.mark.parametrize("filters", [5, 12, 16])
-def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n, filters):
+@pytest.mark.parametrize("filters, channels", [(5, 2), (12, 2), (16, 2), (7, 1)])
+def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n, filters, channels):
     """conv_backward's one-pass GEMM form (stride 1, >= 4 filters): dx, dk, db as the direct loops.
     Its dk is accumulated as (taps, F) when there are more taps (2·3·2 = 12) than filters, else as
-    (F, taps): 5 filters take the first, 12 and 16 the second."""
+    (F, taps): 5 filters take the first, 12, 16 and 7 (over 1·3·2 taps) the second; and below
+    ``SMALL_DK`` elements (5 x 12, 7 x 6) by dot products instead of a GEMM."""
     x, _, _ = _case(n, dtype, seed=4)
-    k = np.random.default_rng(5).normal(size=(filters, 2, 3, 2)).astype(dtype)
+    x = np.ascontiguousarray(x[:, :channels])
+    k = np.random.default_rng(5).normal(size=(filters, channels, 3, 2)).astype(dtype)
     tol = TOL[dtype] * 10
     for p, d in itertools.product([0, 1, 2], [1, 2]):
         pa, di = (p, p + 1 if p < 2 else p), (d, d)

@@ -154,30 +154,21 @@ def maxpool_backward(dy, arg, hw, kernel=None, stride=None):
 
 @jit
 def _backward_2x2_body(blk, blocks, dy, arg, dx):
-    """Planes of block ``blk``: windows that do not overlap, so every element of dx is written
-    once, with no zero fill first."""
+    """Planes of block ``blk``: each plane zeroed (a vectorised fill), then each window's
+    gradient stored at its maximum (windows do not overlap: a store, not an add). Writing every
+    element of the window in turn, the gradient or zero by a compare with the arg, took 10x as
+    long (serial, 32 x 5 x 28 x 28: 290 -> 28 us)."""
     n, c, oh, ow = dy.shape
     h, w = dx.shape[2], dx.shape[3]
-    flat = dx.reshape(n * c, h * w)
+    flat, g_flat, arg_flat = dx.reshape(n * c, h * w), dy.reshape(n * c, oh * ow), arg.reshape(n * c, oh * ow)
     zero = dy.dtype.type(0.0)
     lo, hi = span(blk, blocks, n * c)
     for nc in range(lo, hi):
-        s, ch = nc // c, nc % c
-        plane = flat[nc]
-        for a in range(oh):
-            g, idx = dy[s, ch, a], arg[s, ch, a]
-            top, bottom = plane[2 * a * w:2 * a * w + w], plane[(2 * a + 1) * w:(2 * a + 1) * w + w]
-            for b in range(ow):
-                at, v = idx[b] - (2 * a * w + 2 * b), g[b]
-                top[2 * b] = v if at == 0 else zero
-                top[2 * b + 1] = v if at == 1 else zero
-                bottom[2 * b] = v if at == w else zero
-                bottom[2 * b + 1] = v if at == w + 1 else zero
-            for b in range(2 * ow, w):          # an odd width's last column
-                top[b] = zero
-                bottom[b] = zero
-        for t in range(2 * oh * w, h * w):      # an odd height's last row
+        plane, g, idx = flat[nc], g_flat[nc], arg_flat[nc]
+        for t in range(h * w):
             plane[t] = zero
+        for o in range(oh * ow):
+            plane[np.uint32(idx[o])] = g[o]
 
 
 _backward_2x2_blocks = parallel(_backward_2x2_body)
