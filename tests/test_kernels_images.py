@@ -71,7 +71,8 @@ def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n, filters,
     """conv_backward's one-pass GEMM form (stride 1, >= 4 filters): dx, dk, db as the direct loops.
     Its dk is accumulated as (taps, F) when there are more taps (2·3·2 = 12) than filters, else as
     (F, taps): 5 filters take the first, 12, 16 and 7 (over 1·3·2 taps) the second; and below
-    ``SMALL_DK`` elements (5 x 12, 7 x 6) by dot products instead of a GEMM."""
+    ``conv_gemm.SMALL`` weights (5 x 12, 7 x 6) tap by tap from the padded planes, not by GEMM
+    (the forward pass too: ``test_small_convolutions_read_the_planes_tap_by_tap``)."""
     x, _, _ = _case(n, dtype, seed=4)
     x = np.ascontiguousarray(x[:, :channels])
     k = np.random.default_rng(5).normal(size=(filters, channels, 3, 2)).astype(dtype)
@@ -87,6 +88,32 @@ def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n, filters,
             np.testing.assert_allclose(db, dy.astype(float).sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
             if need_dx:
                 np.testing.assert_allclose(dx, kc.DIRECT.scatter(dy, k, (1, 1), pa, di, 7, 6), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("filters, channels, kh, kw", [(5, 1, 3, 3), (7, 2, 2, 2), (8, 1, 3, 3), (4, 3, 3, 3)])
+def test_small_convolutions_read_the_planes_tap_by_tap(dtype, filters, channels, kh, kw):
+    """The fused stride-1 forward and backward where the weights are fewer than ``conv_gemm.SMALL``
+    (45, 56: tap by tap) and where they are not (72, 108: im2col and GEMM), against the direct loops,
+    with the bias and ReLU, padding and dilation."""
+    from neurons.kernels import conv_gemm
+    assert (filters * channels * kh * kw < conv_gemm.SMALL) == (filters * channels * kh * kw in (45, 56))
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, channels, 9, 8)).astype(dtype)
+    k = rng.normal(size=(filters, channels, kh, kw)).astype(dtype)
+    b = rng.normal(size=filters).astype(dtype)
+    tol = TOL[dtype] * 10
+    for pa, di in [((0, 0), (1, 1)), ((1, 1), (1, 1)), ((2, 1), (2, 1))]:
+        oh, ow = _out(9, kh, 1, pa[0], di[0]), _out(8, kw, 1, pa[1], di[1])
+        y = conv_gemm.forward(x, k, b, True, pa, di, oh, ow)
+        want = np.maximum(kc.DIRECT.correlate(x, k, (1, 1), pa, di, oh, ow) + b[:, None, None], 0)
+        np.testing.assert_allclose(y, want, rtol=tol, atol=tol)
+        dy = rng.normal(size=y.shape).astype(dtype)
+        dx, dk, db = conv_gemm.backward(dy, y, x, k, pa, di, True)
+        g = dy * (y > 0)
+        np.testing.assert_allclose(dk, kc.DIRECT.weight_grad(g, x, (1, 1), pa, di, kh, kw), rtol=tol, atol=tol)
+        np.testing.assert_allclose(db, g.astype(float).sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
+        np.testing.assert_allclose(dx, kc.DIRECT.scatter(g, k, (1, 1), pa, di, 9, 8), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("ph, pw, tail", [(0, 0, 1), (1, 1, 3), (0, 3, 1), (2, 0, 5)])

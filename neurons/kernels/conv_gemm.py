@@ -71,14 +71,18 @@ def _forward_gemm_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
     length = oh * wp
     zero = x.dtype.type(0.0)
     xps = np.empty((c, padded_length(h, ph, wp, kw, dw)), x.dtype)
-    cols = np.empty((c * kh * kw, length), x.dtype)
+    small = f * c * kh * kw < SMALL
+    cols = np.empty((0 if small else c * kh * kw, length), x.dtype)
     out = np.empty((f, length), x.dtype)
     lo, hi = span(blk, blocks, n)
     for s in range(lo, hi):
         for ch in range(c):
             pad_plane(x[s, ch], xps[ch], ph, pw)
-        _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
-        gemm(False, False, 1.0, k2, cols, 0.0, out)
+        if small:
+            _small_forward(k2, xps, kh, kw, wp, (dh, dw), length, out)
+        else:
+            _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
+            gemm(False, False, 1.0, k2, cols, 0.0, out)
         for q in range(f):
             copy_out(out[q], y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
 
@@ -122,24 +126,52 @@ def scatter(dy, k, stride, padding, dilation, h, w):
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
-# below this many elements of dk (filters x taps) its product is dot products, not a GEMM: with
-# 840 long rows (28 x 28, padded), 9 x 5 took 10 us a sample through sgemm, 3 us so; 9 x 8 4.5
-# either way (``_add_products``)
-SMALL_DK = 64
+# below this many weights (filters x taps) a sample's products read each tap's row straight from
+# the padded planes, with no im2col and no GEMM, whose fixed cost is then most of the work
+# (quickstart's 5 filters over 3 x 3 taps of 28 x 30: dk 10 us a sample through sgemm, 3 us so;
+# 8 x 9 took 4.5 us either way)
+SMALL = 64
 
 
 @jit
-def _add_products(a, b, out):
-    """``out += a @ b.T`` as dot products of rows (``a`` (M, K), ``b`` (N, K), ``out`` (M, N)):
-    for a product of a few rows by a few rows, where a BLAS call costs more than the work."""
-    for i in range(a.shape[0]):
-        row = a[i]
-        for j in range(b.shape[0]):
-            other = b[j]
-            acc = out.dtype.type(0.0)
-            for p in range(a.shape[1]):
-                acc += row[p] * other[p]
-            out[i, j] += acc
+def _small_forward(k2, xps, kh, kw, wp, dilation, length, out):
+    """``out`` (F, length) = ``k2`` (F, C·kh·kw) @ the im2col of ``xps``, tap by tap from the planes."""
+    dh, dw = dilation
+    zero = out.dtype.type(0.0)
+    for q in range(out.shape[0]):
+        row = out[q]
+        for t in range(length):
+            row[t] = zero
+        for ch in range(xps.shape[0]):
+            for i in range(kh):
+                for j in range(kw):
+                    start = at(i * dh, j * dw, wp)
+                    src = xps[ch, start:start + length]
+                    weight = k2[q, (ch * kh + i) * kw + j]
+                    for t in range(length):
+                        row[t] += weight * src[t]
+
+
+@jit
+def _small_weight_grad(dyw, xps, kh, kw, wp, dilation, length, dk, transposed):
+    """``dk`` (F, C·kh·kw), or its transpose, += ``dyw`` (F, length) @ the im2col of ``xps``
+    transposed: a dot product of each filter's widened dy with each tap's row of the planes."""
+    dh, dw = dilation
+    for ch in range(xps.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                start = at(i * dh, j * dw, wp)
+                src = xps[ch, start:start + length]
+                tap = (ch * kh + i) * kw + j
+                for q in range(dyw.shape[0]):
+                    g = dyw[q]
+                    acc = dk.dtype.type(0.0)
+                    for t in range(length):
+                        acc += g[t] * src[t]
+                    if transposed:
+                        dk[tap, q] += acc
+                    else:
+                        dk[q, tap] += acc
 
 
 @jit
@@ -159,7 +191,7 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
     size = padded_length(h, ph, wp, kw, dw)
     xps = np.empty((c, size), dy.dtype)
     dxps = np.empty((c if need_dx else 0, size), dy.dtype)
-    cols = np.empty((ckk, length), dy.dtype)
+    cols = np.empty((0 if f * ckk < SMALL else ckk, length), dy.dtype)
     dcols = np.empty((ckk, length), dy.dtype)
     dyw = np.empty((f, length), dy.dtype)
     lo, hi = span(blk, blocks, dy.shape[0])
@@ -168,13 +200,14 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
             db[q] += widen_plane(dy, relu_y, s, q, dyw[q], wp)
         for ch in range(c):
             pad_plane(x[s, ch], xps[ch], ph, pw)
-        _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
-        if f * ckk < SMALL_DK:
-            _add_products(cols, dyw, dk) if transposed else _add_products(dyw, cols, dk)
-        elif transposed:
-            gemm(False, True, 1.0, cols, dyw, 1.0, dk)
+        if f * ckk < SMALL:
+            _small_weight_grad(dyw, xps, kh, kw, wp, (dh, dw), length, dk, transposed)
         else:
-            gemm(False, True, 1.0, dyw, cols, 1.0, dk)
+            _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
+            if transposed:
+                gemm(False, True, 1.0, cols, dyw, 1.0, dk)
+            else:
+                gemm(False, True, 1.0, dyw, cols, 1.0, dk)
         if need_dx:
             gemm(False, False, 1.0, kt, dyw, 0.0, dcols)
             dxps[:] = dy.dtype.type(0.0)
