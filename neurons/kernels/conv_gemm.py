@@ -32,6 +32,14 @@ from .conv_planes import (at, copy_out, pad_plane, padded_length, stride1_forwar
                           unpad_plane, widen, widen_plane)
 
 
+@jit(inline="always")
+def _tap(planes, tap, kh, kw, wp, dilation, length):
+    """Row ``tap`` = (c, i, j) of one sample's im2col: tap (i, j)'s slice of padded plane c."""
+    ch, rest = tap // (kh * kw), tap % (kh * kw)
+    start = at((rest // kw) * dilation[0], (rest % kw) * dilation[1], wp)
+    return planes[ch, start:start + length]
+
+
 @jit
 def _im2col(plane_s, kh, kw, wp, dilation, length, cols):
     """cols (C·kh·kw, length): row (c, i, j) is tap (i, j)'s slice of one sample's plane c."""
@@ -58,6 +66,15 @@ def _col2im(cols, plane_s, kh, kw, wp, dilation, length):
                 src = cols[(ch * kh + i) * kw + j]
                 for t in range(length):
                     dst[t] += src[t]
+
+
+@jit(inline="always")
+def _tap(planes, tap, kh, kw, wp, dilation, length):
+    """Row ``tap`` = (c, i, j) of one sample's im2col, as ``_im2col`` lays it out: tap (i, j)'s
+    slice of padded plane c (for the small products, which read it in place)."""
+    ch, rest = tap // (kh * kw), tap % (kh * kw)
+    start = at((rest // kw) * dilation[0], (rest % kw) * dilation[1], wp)
+    return planes[ch, start:start + length]
 
 
 @jit
@@ -136,42 +153,32 @@ SMALL = 64
 @jit
 def _small_forward(k2, xps, kh, kw, wp, dilation, length, out):
     """``out`` (F, length) = ``k2`` (F, C·kh·kw) @ the im2col of ``xps``, tap by tap from the planes."""
-    dh, dw = dilation
     zero = out.dtype.type(0.0)
     for q in range(out.shape[0]):
         row = out[q]
         for t in range(length):
             row[t] = zero
-        for ch in range(xps.shape[0]):
-            for i in range(kh):
-                for j in range(kw):
-                    start = at(i * dh, j * dw, wp)
-                    src = xps[ch, start:start + length]
-                    weight = k2[q, (ch * kh + i) * kw + j]
-                    for t in range(length):
-                        row[t] += weight * src[t]
+        for tap in range(k2.shape[1]):
+            src, weight = _tap(xps, tap, kh, kw, wp, dilation, length), k2[q, tap]
+            for t in range(length):
+                row[t] += weight * src[t]
 
 
 @jit
 def _small_weight_grad(dyw, xps, kh, kw, wp, dilation, length, dk, transposed):
     """``dk`` (F, C·kh·kw), or its transpose, += ``dyw`` (F, length) @ the im2col of ``xps``
     transposed: a dot product of each filter's widened dy with each tap's row of the planes."""
-    dh, dw = dilation
-    for ch in range(xps.shape[0]):
-        for i in range(kh):
-            for j in range(kw):
-                start = at(i * dh, j * dw, wp)
-                src = xps[ch, start:start + length]
-                tap = (ch * kh + i) * kw + j
-                for q in range(dyw.shape[0]):
-                    g = dyw[q]
-                    acc = dk.dtype.type(0.0)
-                    for t in range(length):
-                        acc += g[t] * src[t]
-                    if transposed:
-                        dk[tap, q] += acc
-                    else:
-                        dk[q, tap] += acc
+    for tap in range(xps.shape[0] * kh * kw):
+        src = _tap(xps, tap, kh, kw, wp, dilation, length)
+        for q in range(dyw.shape[0]):
+            g = dyw[q]
+            acc = dk.dtype.type(0.0)
+            for t in range(length):
+                acc += g[t] * src[t]
+            if transposed:
+                dk[tap, q] += acc
+            else:
+                dk[q, tap] += acc
 
 
 @jit
