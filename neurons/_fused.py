@@ -137,7 +137,7 @@ class Runner:
         self.hyper = np.array([float(getattr(opt, "_" + h if h == "decoupled" else h, 0.0)) for h in chain.HYPER])
         rows, seconds = min(batch, n_samples), _STEP_SECONDS
         for u, i in zip(dims[1:], dims[:-1]):
-            blocks = block_count(u, rows * u * i, kdense.SPLIT)
+            blocks = kdense.forward_blocks(rows, u, i)
             seconds += 6.0 * rows * u * i / (_FLOPS if blocks == 1 else _BLOCK_FLOPS * blocks)
         self.chunk = int(max(1, min(MAX_STEPS, CHUNK_SECONDS / seconds)))
         self._none = np.empty(0, self.dtype)
@@ -178,9 +178,9 @@ class Runner:
     def _arguments(self, x, y, order, first, steps, lrs, c1s, rc2s, count, flat, s1, s2, s3, losses, addresses):
         """``chain.train_steps``' arguments."""
         fwd, bwd, loss_at, opt_at = addresses
-        return (x, y, order, self.batch, first, steps, self.dims, self.acts, fwd, bwd, self.woff, self.boff, kdense.SPLIT,
-                self.fused, loss_at, self.clip, self.lo, self.hi, self.code, opt_at, self.opt_blocks, self.hyper, lrs,
-                c1s, rc2s, count, flat, np.empty_like(flat), s1, s2, s3, losses)
+        return (x, y, order, self.batch, first, steps, self.dims, self.acts, fwd, bwd, self.woff, self.boff, self.fused,
+                loss_at, self.clip, self.lo, self.hi, self.code, opt_at, self.opt_blocks, self.hyper, lrs, c1s, rc2s,
+                count, flat, np.empty_like(flat), s1, s2, s3, losses)
 
     def signature(self):
         """The argument types ``run`` calls ``chain.train_steps`` with (the same for every dense

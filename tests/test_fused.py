@@ -249,7 +249,7 @@ def test_products_and_updates_in_blocks_are_bit_for_bit_the_general_paths(optimi
            .set_optimizer(optimizer))
     runner = _fused.plan(net, 8, 21)
     assert runner is not None and runner.opt_blocks == BLOCKS
-    assert all(kdense.block_count(350, rows * 350 * 400, kdense.SPLIT) > 1 for rows in (8, 5))
+    assert all(kdense.forward_blocks(rows, 350, 400) > 1 for rows in (8, 5))
     _check(net, n=21, batch=8, epochs=2, chunks=(None, 1, 2))
     _check(net.set_objective("mse").dense(3, "sigmoid"), n=10, batch=4, epochs=1, kind="prob")
 

@@ -30,9 +30,10 @@ as one call per param does.
 """
 import numpy as np
 
-from ._blocks import address, block_count_in_kernels, call_at, kernel, run_at
+from ._blocks import address, call_at, kernel, run_at
 from ._config import jit
 from .activations import LINEAR
+from .dense import backward_blocks, forward_blocks
 
 SGD, ADAM, RMSPROP = 0, 1, 2
 # the optimizers' hyperparameters, in the order of the array ``train_steps`` takes them in
@@ -107,9 +108,9 @@ def _serial_or_blocks(at, blocks, args):
 
 
 @jit
-def _dense_forward(split, h, w, b, z):
+def _dense_forward(h, w, b, z):
     """``dense.dense_forward``'s product into ``z``, in the blocks it would split it into."""
-    blocks = block_count_in_kernels(w.shape[0], h.shape[0] * w.shape[0] * h.shape[1], split)
+    blocks = forward_blocks(h.shape[0], w.shape[0], h.shape[1])
     if blocks == 1:
         kernel("neurons.kernels.dense._forward_body", (0, 1, h, w, b, z))
     else:
@@ -118,9 +119,9 @@ def _dense_forward(split, h, w, b, z):
 
 
 @jit
-def _dense_backward(split, dz, h, w, need_dx, dx, dw, db):
+def _dense_backward(dz, h, w, need_dx, dx, dw, db):
     """``dense.dense_backward``'s gradients, in the blocks it would split them into."""
-    blocks = block_count_in_kernels(max(w.shape[0], h.shape[1]), dz.shape[0] * w.shape[0] * h.shape[1], split)
+    blocks = backward_blocks(dz.shape[0], w.shape[0], h.shape[1])
     if blocks == 1:
         kernel("neurons.kernels.dense._backward_body", (0, 1, dz, h, w, need_dx, dx, dw, db))
     else:
@@ -129,16 +130,16 @@ def _dense_backward(split, dz, h, w, need_dx, dx, dw, db):
 
 
 @jit
-def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, boff, split, fused, loss_at, clip, lo,
-                hi, optimizer, opt_at, opt_blocks, hyper, lrs, c1s, rc2s, count, params, spare, s1, s2, s3, losses):
+def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, boff, fused, loss_at, clip, lo, hi,
+                optimizer, opt_at, opt_blocks, hyper, lrs, c1s, rc2s, count, params, spare, s1, s2, s3, losses):
     """Steps ``first .. first + steps - 1`` of an epoch; returns ``(done, status, bad, params, spare)``.
 
     x (N, F) and y (N, O): the training set; ``order`` (N,): the epoch's order of its rows; step
     ``s`` takes rows ``order[s·batch : (s+1)·batch]``. ``dims`` (L+1,): the widths, input first;
     ``acts`` (L,): activation codes, ``fwd`` and ``bwd`` (L,): the addresses of each activated
     layer's activation kernels; ``woff``, ``boff`` (L,): where each layer's weights and bias start
-    in the flat params (``boff`` -1: no bias); ``split``: ``dense.SPLIT``, by which each product
-    is split into blocks as the dense layer's own call splits it. ``fused``: softmax and cross-entropy together from
+    in the flat params (``boff`` -1: no bias); each product is split into the blocks the dense
+    layer's own call splits it into. ``fused``: softmax and cross-entropy together from
     the last layer's logits (``objectives.softmax_cross_entropy`` at ``loss_at``); else the
     objective kernel at ``loss_at``, with ``clip`` to ``[lo, hi]``. ``optimizer`` (SGD, ADAM or
     RMSPROP, its kernel at ``opt_at``: the serial one if ``opt_blocks`` is 1, else its block body)
@@ -188,7 +189,7 @@ def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, bo
             w = params[woff[l]:woff[l] + u * i].reshape((u, i))
             b = params[boff[l]:boff[l] + u] if boff[l] >= 0 else no_bias
             z = zs[offs[l]:offs[l] + m * u].reshape((m, u))
-            _dense_forward(split, h, w, b, z)
+            _dense_forward(h, w, b, z)
             if _activated(acts, l, fused):
                 a = ys[offs[l]:offs[l] + m * u].reshape((m, u))
                 call_at(fwd[l], (z, a), None)
@@ -222,7 +223,7 @@ def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, bo
             db = grads[boff[l]:boff[l] + u] if boff[l] >= 0 else scratch[:u]
             need_dx = l > 0
             dx = (ping if (layers - 1 - l) % 2 == 0 else pong)[:m * i].reshape((m, i)) if need_dx else no_dx
-            _dense_backward(split, dz, h, w, need_dx, dx, dw, db)
+            _dense_backward(dz, h, w, need_dx, dx, dw, db)
             dy = dx
         # the update, into a copy: the params before it stay as they were
         _copy(spare, params)

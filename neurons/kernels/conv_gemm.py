@@ -32,14 +32,6 @@ from .conv_planes import (at, copy_out, pad_plane, padded_length, stride1_forwar
                           unpad_plane, widen, widen_plane)
 
 
-@jit(inline="always")
-def _tap(planes, tap, kh, kw, wp, dilation, length):
-    """Row ``tap`` = (c, i, j) of one sample's im2col: tap (i, j)'s slice of padded plane c."""
-    ch, rest = tap // (kh * kw), tap % (kh * kw)
-    start = at((rest // kw) * dilation[0], (rest % kw) * dilation[1], wp)
-    return planes[ch, start:start + length]
-
-
 @jit
 def _im2col(plane_s, kh, kw, wp, dilation, length, cols):
     """cols (C·kh·kw, length): row (c, i, j) is tap (i, j)'s slice of one sample's plane c."""
@@ -198,7 +190,8 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
     size = padded_length(h, ph, wp, kw, dw)
     xps = np.empty((c, size), dy.dtype)
     dxps = np.empty((c if need_dx else 0, size), dy.dtype)
-    cols = np.empty((0 if f * ckk < SMALL else ckk, length), dy.dtype)
+    small = f * ckk < SMALL
+    cols = np.empty((0 if small else ckk, length), dy.dtype)
     dcols = np.empty((ckk, length), dy.dtype)
     dyw = np.empty((f, length), dy.dtype)
     lo, hi = span(blk, blocks, dy.shape[0])
@@ -207,7 +200,7 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
             db[q] += widen_plane(dy, relu_y, s, q, dyw[q], wp)
         for ch in range(c):
             pad_plane(x[s, ch], xps[ch], ph, pw)
-        if f * ckk < SMALL:
+        if small:
             _small_weight_grad(dyw, xps, kh, kw, wp, (dh, dw), length, dk, transposed)
         else:
             _im2col(xps, kh, kw, wp, (dh, dw), length, cols)

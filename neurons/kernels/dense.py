@@ -11,12 +11,26 @@ blocks' parallel loops are ``_blocks.py``'s: each block a serial function called
 """
 import numpy as np
 
-from ._blocks import block_count, parallel
+from ._blocks import block_count_in_kernels, parallel
 from ._config import jit, span
 from .blas import gemm
 
 # below this many multiply-adds one GEMM call beats splitting it over threads
 SPLIT = 200_000
+
+
+@jit
+def forward_blocks(rows, units, inputs):
+    """How many blocks ``dense_forward`` splits its product into: a block of units per thread, or
+    one below ``SPLIT`` multiply-adds (``chain.py`` splits its products by this too)."""
+    return block_count_in_kernels(units, rows * units * inputs, SPLIT)
+
+
+@jit
+def backward_blocks(rows, units, inputs):
+    """How many blocks ``dense_backward`` splits its products into (units for dw and db, input
+    columns for dx)."""
+    return block_count_in_kernels(max(units, inputs), rows * units * inputs, SPLIT)
 
 
 @jit
@@ -62,7 +76,7 @@ def dense_forward(x, w, b):
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     z = np.empty((x.shape[0], w.shape[0]), x.dtype)
     # a block of units per thread
-    blocks = block_count(w.shape[0], x.shape[0] * w.shape[0] * x.shape[1], SPLIT)
+    blocks = forward_blocks(x.shape[0], w.shape[0], x.shape[1])
     _forward_blocks(blocks, (blocks, x, w, b, z))
     return z
 
@@ -77,6 +91,6 @@ def dense_backward(dz, x, w, need_dx):
     dx = np.empty((x.shape[0] if need_dx else 0, x.shape[1]), x.dtype)
     dw, db = np.empty(w.shape, x.dtype), np.empty(w.shape[0], x.dtype)
     # a block of units (dw, db) and a block of input columns (dx) per thread
-    blocks = block_count(max(w.shape[0], x.shape[1]), dz.shape[0] * w.shape[0] * x.shape[1], SPLIT)
+    blocks = backward_blocks(dz.shape[0], w.shape[0], x.shape[1])
     _backward_blocks(blocks, (blocks, dz, x, w, bool(need_dx), dx, dw, db))
     return (dx if need_dx else None), dw, db
