@@ -1,23 +1,28 @@
-"""Many training steps in one compiled call, for a plain chain of dense layers.
+"""Many training steps in one compiled call, for a plain chain of dense, convolution and max-pool
+layers.
 
 ``learn``'s step loop costs, at batch 1, about 150 us a step, nearly all of it Python: walking
 the program and the param trees, allocating small arrays, checking every leaf. The kernels of
 a small dense network take a few microseconds; those of the benchmark's MLP (784-256-128-10) at
-batch 32 about 0.4 ms, and its epoch took 2.0 s step by step against 1.0 s in the chain.
-``plan(net, batch, n)`` gives a ``Runner`` when the network is a plain chain of dense layers (no
-skips, loops, blocks, dropout or other kinds of layer) whose activations run as one block (below
-``activations.PARALLEL_MIN`` elements: the chain runs them whole), else None; ``Runner.run``
-then does a chunk of an epoch's steps in ``kernels/chain.py``, which calls the very kernels the
-general path calls (their own machine code, on arguments of the same types, products split into
-the same blocks): the params, optimizer state and losses are bit for bit those of the general
-path.
+batch 32 about 0.4 ms, and its epoch took 2.0 s step by step against 1.0 s in the chain; the
+quickstart CNN's step 0.89 -> 0.61 ms, tiny3conv's 0.82 -> 0.25 ms.
+``plan(net, batch, n)`` gives a ``Runner`` when the network is a plain chain (no skips, loops,
+blocks or dropout) of dense layers whose activations run as one block (below
+``activations.PARALLEL_MIN`` elements: the chain runs them whole), stride-1 convolutions with a
+ReLU or no activation, by direct loops or GEMM (``kernels/conv.py``'s table), and max-pools, the
+last layer dense; else None. ``Runner.run`` then does a chunk of an epoch's steps in
+``kernels/chain.py``, which calls the very kernels the general path calls (their own machine
+code, on arguments of the same types, split into the same blocks): the params, optimizer state
+and losses are bit for bit those of the general path.
 
 Between chunks (``Runner.chunk`` steps, about 50 ms of work at most) control is back in Python,
 so Ctrl-C and a progress bar work as they do step by step.
 
-The chain takes about 10 s to compile. ``Runner.ready`` says whether it is at hand without
+The chain takes 10-15 s to compile. ``Runner.ready`` says whether it is at hand without
 compiling; on a cold cache ``learn`` takes general steps while a helper process compiles it
-(``_warm.start_chain``), then goes over to it.
+(``_warm.start_chain``), then goes over to it. A chain with convolutions is asked for only after
+the first general step (``Runner.later``), whose kernels take seconds to compile; without a helper
+that chain is left alone for the run.
 """
 import math
 from typing import NamedTuple
@@ -28,22 +33,30 @@ from numba import types as nbtypes
 from numba.core import config, event
 
 from . import _tree
-from .kernels import activations as kact, chain, dense as kdense, objectives as kobj, optim as kopt
+from .kernels import activations as kact, chain, conv as kconv, conv_direct, conv_gemm, conv_planes
+from .kernels import dense as kdense, maxpool as kpool, objectives as kobj, optim as kopt
 from .kernels import _blocks
 from .kernels._blocks import block_count, machine_code
-from .layers import Dense
+from .layers import Activation, Convolution, Dense, Maxpool
 from .optimizers import SGD, SGDM, Adam, AdamW, RMSprop
 
 # optimizer class -> (the chain's code for it, its PARALLEL_MIN key, its kernel, its block body)
 _SGD, _ADAM = (chain.SGD, "sgd", kopt._sgd, kopt._sgd_body), (chain.ADAM, "adam", kopt._adam, kopt._adam_body)
 _OPTIMIZERS = {SGD: _SGD, SGDM: _SGD, Adam: _ADAM, AdamW: _ADAM,
                RMSprop: (chain.RMSPROP, "rmsprop", kopt._rmsprop, kopt._rmsprop_body)}
+# a convolution's implementation -> the chain's code for it, its forward and backward block bodies
+_CONVS = {kconv.DIRECT: chain.DIRECT, kconv.GEMM: chain.GEMM}
+_CONV_BODIES = {chain.DIRECT: (conv_direct._forward_direct_body, conv_direct._backward_direct_body),
+                chain.GEMM: (conv_gemm._forward_gemm_body, conv_gemm._backward_gemm_body)}
+_POOL_BODIES = {chain.PAIRS: (kpool._forward_2x2_body, kpool._backward_2x2_body),
+                chain.ANY: (kpool._forward_any_body, kpool._backward_any_body)}
 _ADDRESSES = {}             # Runner._address's, per process
 MAX_STEPS = 1024            # steps per chunk at most
 CHUNK_SECONDS = 0.05        # and about this much work
 _STEP_SECONDS = 5e-6        # a step's cost besides its products (4-50-50-3 at batch 1: 9 us in all)
 _FLOPS = 2e9                # the products' speed assumed: tiny serial GEMMs,
 _BLOCK_FLOPS = 4e10         # and per thread, those split into blocks (784-256-128-10 at batch 128: 1.1 ms)
+_CONV_FLOPS = 2e10          # a convolution's, per thread
 
 
 class _WouldCompile(Exception):
@@ -87,36 +100,70 @@ def plan(net, batch, n_samples):
     compiled chain does not apply (see the module docstring)."""
     if config.DISABLE_JIT or _blocks.MODE != "address" or net.skips or net.loops:
         return None             # the chain calls the kernels by address, as the block loops do
-    if not all(type(lay) is Dense and not lay.dropout for lay in net.layers):
-        return None
-    if type(net.optimizer) not in _OPTIMIZERS:
+    if type(net.optimizer) not in _OPTIMIZERS or type(net.layers[-1]) is not Dense:
         return None
     rows = min(batch, n_samples)        # the largest batch: work grows with the rows
     last = len(net.layers) - 1
-    dims = [int(np.prod(net.input_shape))] + [lay.units for lay in net.layers]
     for l, lay in enumerate(net.layers):
-        u = dims[l + 1]
-        activated = lay.activation.value != kact.LINEAR and not (net._fused and l == last)
-        if activated and block_count(rows, rows * u, kact.PARALLEL_MIN) != 1:
-            return None         # the chain runs activations whole, in one thread
-    return Runner(net, batch, n_samples, dims)
+        kind = type(lay)
+        if kind is Convolution:
+            if lay.dropout or lay.stride != (1, 1) or lay.activation not in (Activation.RELU, Activation.LINEAR):
+                return None
+            if kconv.implementation(lay.filters, net.shapes[l][0][0], *lay.kernel, lay.stride) not in _CONVS:
+                return None
+        elif kind is Dense:
+            activated = lay.activation.value != kact.LINEAR and not (net._fused and l == last)
+            if lay.dropout or activated and block_count(rows, rows * lay.units, kact.PARALLEL_MIN) != 1:
+                return None     # the chain runs a dense layer's activation whole, in one thread
+        elif kind is not Maxpool:
+            return None
+    return Runner(net, batch, n_samples)
+
+
+def _geometry(net, l):
+    """Layer ``l``'s row of ``chain.train_steps``' ``geo``."""
+    lay, (shape_in, shape_out) = net.layers[l], net.shapes[l]
+    g = np.zeros(chain.GEO, np.int64)
+    if type(lay) is Dense:
+        return g
+    g[chain.C:chain.OW + 1] = tuple(shape_in) + tuple(shape_out)
+    g[chain.KH], g[chain.KW] = lay.kernel
+    if type(lay) is Convolution:
+        g[chain.KIND] = chain.CONV
+        g[chain.IMPL] = _CONVS[kconv.implementation(lay.filters, shape_in[0], *lay.kernel, lay.stride)]
+        g[chain.PH], g[chain.PW] = lay.padding
+        g[chain.DH], g[chain.DW] = lay.dilation
+        g[chain.RELU] = lay.activation is Activation.RELU
+    else:
+        g[chain.KIND] = chain.POOL
+        g[chain.IMPL] = chain.PAIRS if lay.kernel == (2, 2) and lay.stride == (2, 2) else chain.ANY
+        g[chain.SH], g[chain.SW] = lay.stride
+        g[chain.MIN] = kpool.PARALLEL_MIN
+    return g
 
 
 class Runner:
     """Training steps of one network at one batch size: ``steps`` to an epoch, ``chunk`` to a call
     of ``run`` at most (about ``CHUNK_SECONDS`` of work)."""
 
-    def __init__(self, net, batch, n_samples, dims):
+    def __init__(self, net, batch, n_samples):
         self.batch, self.n = batch, n_samples
         self.steps = -(-n_samples // batch)             # per epoch
         self.dtype = np.dtype(net.dtype)
+        dims = [int(np.prod(net.input_shape))] + [int(np.prod(out)) for _, out in net.shapes]
         self.dims = np.array(dims, np.int64)
-        self.acts = np.array([lay.activation.value for lay in net.layers], np.int64)
+        self.acts = np.array([lay.activation.value if type(lay) is Dense else kact.LINEAR for lay in net.layers],
+                             np.int64)
+        self.geo = np.array([_geometry(net, l) for l in range(len(net.layers))], np.int64)
         shapes = _tree.leaves(net._param_shapes)
         self.shapes = [a.shape for a in shapes]
         self.offsets = np.cumsum([0] + [a.size for a in shapes]).tolist()
         woff, boff, leaf = [], [], 0
         for lay in net.layers:
+            if type(lay) is Maxpool:
+                woff.append(-1)
+                boff.append(-1)
+                continue
             woff.append(self.offsets[leaf])
             boff.append(self.offsets[leaf + 1] if lay.bias else -1)
             leaf += 2 if lay.bias else 1
@@ -133,32 +180,59 @@ class Runner:
         self.kernel = serial if self.opt_blocks == 1 else body
         self.objective = net.objective.value
         self.fwd = None             # the kernels' addresses, at the first run (``_address``)
+        # whether a cold cache's helper compiles the chain only after the first general step
+        # (``learn``): with convolutions, whose kernels take seconds to compile there
+        self.later = bool((self.geo[:, chain.KIND] != chain.DENSE).any())
         # the optimizers' hyperparameters as their update passes them (SGD's momentum: 0)
         self.hyper = np.array([float(getattr(opt, "_" + h if h == "decoupled" else h, 0.0)) for h in chain.HYPER])
         rows, seconds = min(batch, n_samples), _STEP_SECONDS
-        for u, i in zip(dims[1:], dims[:-1]):
-            blocks = kdense.forward_blocks(rows, u, i)
-            seconds += 6.0 * rows * u * i / (_FLOPS if blocks == 1 else _BLOCK_FLOPS * blocks)
+        for l, (u, i) in enumerate(zip(dims[1:], dims[:-1])):
+            g = self.geo[l]
+            if g[chain.KIND] == chain.DENSE:
+                blocks = block_count(u, rows * u * i, kdense.SPLIT)     # (forward_blocks, not compiled)
+                seconds += 6.0 * rows * u * i / (_FLOPS if blocks == 1 else _BLOCK_FLOPS * blocks)
+            else:               # a convolution's products, or a max-pool's pass over its input
+                seconds += (6.0 * rows * u * g[chain.C] * g[chain.KH] * g[chain.KW] if g[chain.KIND] == chain.CONV
+                            else 20.0 * rows * i) / (_CONV_FLOPS * _blocks.BLOCKS)
         self.chunk = int(max(1, min(MAX_STEPS, CHUNK_SECONDS / seconds)))
         self._none = np.empty(0, self.dtype)
 
     def _address(self):
-        """The machine code of the activation, loss and optimizer kernels this network uses (only
-        they compile), for the argument types ``chain.train_steps`` passes them; kept per process
-        (Numba's types take about 0.5 ms to build and look up)."""
-        key = (self.dtype.str, tuple(self.acts.tolist()), self.fused, self.objective, self.code, self.opt_blocks > 1)
+        """The machine code of the activation, loss, optimizer and layer kernels this network
+        uses (only they compile), for the argument types ``chain.train_steps`` passes them; kept
+        per process (Numba's types take about 0.5 ms to build and look up)."""
+        key = (self.dtype.str, tuple(self.acts.tolist()), tuple(map(tuple, self.geo[:, :2].tolist())), self.fused,
+               self.objective, self.code, self.opt_blocks > 1)
         if key not in _ADDRESSES:
             _ADDRESSES[key] = self._look_up()
-        self.fwd, self.bwd, self.loss_at, self.opt_at = _ADDRESSES[key]
+        self.fwd, self.bwd, self.lat, self.sum_at, self.loss_at, self.opt_at = _ADDRESSES[key]
 
     def _look_up(self):
-        scalar, flag = nbtypes.float64, nbtypes.boolean
-        rows, flat = (nbtypes.Array(numba.from_dtype(self.dtype), ndim, "C") for ndim in (2, 1))
+        scalar, flag, ints = nbtypes.float64, nbtypes.boolean, nbtypes.int64
+        flat, rows, partial, planes = (nbtypes.Array(numba.from_dtype(self.dtype), ndim, "C") for ndim in (1, 2, 3, 4))
+        args = nbtypes.Array(nbtypes.int32, 4, "C")
         fwd, bwd = np.zeros(len(self.acts), np.int64), np.zeros(len(self.acts), np.int64)
         for l, code in enumerate(self.acts.tolist()):
             if code != kact.LINEAR and not (self.fused and l == len(self.acts) - 1):
                 fwd[l] = machine_code(kact.FORWARD[code], (rows, rows))[0]
                 bwd[l] = machine_code(kact.BACKWARD[code], (rows, rows, rows))[0]
+        # each block body as ``_blocks.parallel``'s loops call it: (blk, blocks, *the kernel's args)
+        lat, sum_at, block = np.zeros((len(self.acts), 2), np.int64), 0, (nbtypes.intp, nbtypes.intp)
+        for l, (kind, impl) in enumerate(self.geo[:, :2].tolist()):
+            if kind == chain.CONV:
+                forward, backward = _CONV_BODIES[impl]
+                lat[l, 0] = machine_code(forward, block + (planes, planes, flat, flag) + (ints,) * 4 + (planes,))[0]
+                taken = (rows, ints, ints) if impl == chain.GEMM else (planes,)        # kt, kh, kw or k
+                lat[l, 1] = machine_code(backward, block + (planes,) * 3 + taken + (ints,) * 4 + (flag, planes, partial,
+                                                                                                  rows))[0]
+                sum_at, returns = machine_code(conv_planes.sum_blocks, (rows,))
+                if returns != flat:
+                    raise TypeError(f"sum_blocks returns {returns}, not {flat}")
+            elif kind == chain.POOL:
+                forward, backward = _POOL_BODIES[impl]
+                lat[l, 0] = machine_code(forward, block + ((planes, planes, args) if impl == chain.PAIRS
+                                                           else (planes,) + (ints,) * 4 + (planes, args)))[0]
+                lat[l, 1] = machine_code(backward, block + (planes, args, planes))[0]
         if self.fused:
             loss_at, returns = machine_code(kobj.softmax_cross_entropy, (rows, rows))
             expected = nbtypes.Tuple((scalar, rows, rows))
@@ -167,27 +241,29 @@ class Runner:
             expected = nbtypes.Tuple((scalar, rows))
         if returns != expected:         # what train_steps takes the result as
             raise TypeError(f"the loss kernel returns {returns}, not {expected}")
-        args = {chain.SGD: (flat,) * 3 + (scalar,) * 3 + (flag,),
-                chain.ADAM: (flat,) * 4 + (scalar,) * 5 + (flag,) + (scalar,) * 2,
-                chain.RMSPROP: (flat,) * 5 + (scalar,) * 5}[self.code]
+        opt = {chain.SGD: (flat,) * 3 + (scalar,) * 3 + (flag,),
+               chain.ADAM: (flat,) * 4 + (scalar,) * 5 + (flag,) + (scalar,) * 2,
+               chain.RMSPROP: (flat,) * 5 + (scalar,) * 5}[self.code]
         if self.opt_blocks > 1:
-            args = (nbtypes.intp, nbtypes.intp) + args          # the body's (blk, blocks, ...)
+            opt = block + opt           # the body's (blk, blocks, ...)
         _blocks.launch()            # before the chain, which may call the shared parallel loop, loads
-        return fwd, bwd, loss_at, machine_code(self.kernel, args)[0]
+        return fwd, bwd, lat, sum_at, loss_at, machine_code(self.kernel, opt)[0]
 
     def _arguments(self, x, y, order, first, steps, lrs, c1s, rc2s, count, flat, s1, s2, s3, losses, addresses):
         """``chain.train_steps``' arguments."""
-        fwd, bwd, loss_at, opt_at = addresses
-        return (x, y, order, self.batch, first, steps, self.dims, self.acts, fwd, bwd, self.woff, self.boff, self.fused,
-                loss_at, self.clip, self.lo, self.hi, self.code, opt_at, self.opt_blocks, self.hyper, lrs, c1s, rc2s,
-                count, flat, np.empty_like(flat), s1, s2, s3, losses)
+        fwd, bwd, lat, sum_at, loss_at, opt_at = addresses
+        return (x, y, order, self.batch, first, steps, self.dims, self.acts, fwd, bwd, self.woff, self.boff, self.geo,
+                lat, sum_at, self.fused, loss_at, self.clip, self.lo, self.hi, self.code, opt_at, self.opt_blocks,
+                self.hyper, lrs, c1s, rc2s, count, flat, np.empty_like(flat), s1, s2, s3, losses)
 
     def signature(self):
-        """The argument types ``run`` calls ``chain.train_steps`` with (the same for every dense
-        chain of one dtype: everything about the network is an argument)."""
+        """The argument types ``run`` calls ``chain.train_steps`` with (the same for every chain
+        of one dtype: everything about the network is an argument)."""
         flat, ints, floats, rows = np.empty(0, self.dtype), np.empty(0, np.int64), np.empty(0), np.empty((0, 1), self.dtype)
+        table = np.empty((0, 1), np.int64)
         return tuple(numba.typeof(a) for a in self._arguments(
-            rows, rows, ints, 0, 0, floats, floats, floats, 0, flat, flat, flat, flat, floats, (ints, ints, 0, 0)))
+            rows, rows, ints, 0, 0, floats, floats, floats, 0, flat, flat, flat, flat, floats,
+            (ints, ints, table, 0, 0, 0)))
 
     def ready(self):
         """Whether the chain's machine code is at hand without compiling it: in this process or in
@@ -224,7 +300,7 @@ class Runner:
         try:
             done, status, bad, now, before = chain.train_steps(*self._arguments(
                 x2, y2, np.asarray(order, np.int64), first, steps, lrs, c1s, rc2s, count, flat, s1, s2, s3, losses,
-                (self.fwd, self.bwd, self.loss_at, self.opt_at)))
+                (self.fwd, self.bwd, self.lat, self.sum_at, self.loss_at, self.opt_at)))
         except SystemError as e:
             # Ctrl-C while the chain looked a kernel up (the first call: Python runs, and takes the
             # signal): nothing of the chunk is kept, as for a step cut short

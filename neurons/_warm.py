@@ -13,10 +13,11 @@ it: if it fails, or is slow, the training process compiles what it needs itself,
 The demo's cold start (``neurons demo``, empty cache, 2 cores): 15.4-16.1 s with the helper,
 20.2-21.3 s without (3 alternated runs each).
 
-A dense network that ``learn`` runs in the compiled chain (``_fused.py``) gets a helper of its own
-(``start_chain``): the chain takes about 10 s to compile, so while it compiles there, ``learn``
+A network that ``learn`` runs in the compiled chain (``_fused.py``) gets a helper of its own
+(``start_chain``): the chain takes 10-15 s to compile, so while it compiles there, ``learn``
 takes its steps through the general path (the same bits), whose kernels compile in a few seconds,
-and goes over to the chain when the helper is done.
+and goes over to the chain when the helper is done. With convolutions that helper starts after
+the first step, which has the helper above: beside it, the chain's made that step 1.5-2 s slower.
 
 Not started under ``NUMBA_DISABLE_JIT`` or ``NEURONS_BLOCKS=prange`` (nothing, or not
 everything, is cached), where the cache cannot be locked (``_cache.py``: two processes adding
@@ -39,8 +40,8 @@ def wanted():
 
 def start(net, batch, eval_batch, samples=None):
     """The helper process (``subprocess.Popen``) for ``net`` at these batch sizes (``eval_batch``
-    0: no evaluation pass), or None. ``samples``: the helper compiles the compiled chain of a
-    dense network instead (``_fused.py``; ``learn`` on that many samples), see ``start_chain``."""
+    0: no evaluation pass), or None. ``samples``: the helper compiles the compiled chain of the
+    network instead (``_fused.py``; ``learn`` on that many samples), see ``start_chain``."""
     if not wanted():
         return None
     try:

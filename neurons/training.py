@@ -195,13 +195,20 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     epoch = step = 0
     steps = -(-n // batch)          # per epoch
     fused = _fused.plan(net, batch, n) if dp is None else None     # None: the general path, step by step
-    # on a cold cache the chain compiles in a helper meanwhile (general steps give the same bits)
-    compiling = _warm.start_chain(fused, net, batch, n) if fused is not None and not fused.ready() else None
+    # on a cold cache the chain compiles in a helper meanwhile (general steps give the same bits);
+    # with convolutions, only once the first step is done, whose kernels a helper of their own
+    # compiles (the chain's compile beside them made that step 1.5-2 s slower; ``Runner.later``)
+    later = compiling = None
+    if fused is not None:
+        if fused.later:
+            later = fused
+        elif not fused.ready():
+            compiling = _warm.start_chain(fused, net, batch, n)
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
         with running(), _cold_start(bool(print_every or progress), net, batch, 0 if xv is None else min(1000, len(xv)),
-                                    dp is None and fused is None), _ctrl_c() as ctrl_c:
+                                    dp is None and (fused is None or later is not None)), _ctrl_c() as ctrl_c:
             for epoch in range(history.epochs, epochs):
                 t0 = time.perf_counter()
                 order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
@@ -213,7 +220,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                         # the helper is done: the chain from the cache (or, if it failed, never)
                         fused = fused if compiling.returncode == 0 and fused.ready() else None
                         compiling = None
-                    if fused is not None and compiling is None:         # a chunk of steps in one compiled call
+                    if fused is not None and compiling is None and later is None:   # a chunk of steps in one call
                         c = fused.run(params, state, x, y, order, epoch, step, min(fused.chunk, steps - step), total)
                         params, state, total, good = c.params, c.state, c.total, good if c.prev is None else c.prev
                         if c.error is not None:
@@ -247,6 +254,12 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                     params, stats = new, new_stats
                     total += loss * size
                     step += 1
+                    if later is not None:           # the general path's kernels are compiled now
+                        if not later.ready():
+                            compiling = _warm.start_chain(later, net, batch, n)
+                            if compiling is None:   # no helper: compiling here would cost more than it gains
+                                fused = None
+                        later = None
                     ctrl_c.check()
                     if bar is not None:
                         bar.update(size)

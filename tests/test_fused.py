@@ -1,7 +1,8 @@
-"""The compiled step loop of plain dense chains (``neurons/_fused.py``, ``kernels/chain.py``):
-bit for bit the general path's params, optimizer state and loss totals, for every activation,
-objective and optimizer; the networks it must leave to the general path; non-finite losses and
-params stop it where ``learn`` stops."""
+"""The compiled step loop of plain chains of dense, convolution and max-pool layers
+(``neurons/_fused.py``, ``kernels/chain.py``): bit for bit the general path's params, optimizer
+state and loss totals, for every activation, objective and optimizer, each convolution
+implementation and max-pool kernel; the networks it must leave to the general path; non-finite
+losses and params stop it where ``learn`` stops."""
 import os
 from typing import NamedTuple
 
@@ -16,7 +17,7 @@ from neurons import schedules as S
 from neurons._threads import running
 from neurons.kernels import _blocks
 from neurons.kernels import activations as kact
-from neurons.kernels import dense as kdense
+from neurons.kernels import chain, dense as kdense
 from neurons.kernels._config import BLOCKS
 from neurons.layers import Dense
 from neurons.training import _nonfinite_leaf, _step_seed
@@ -181,6 +182,46 @@ def test_one_layer_and_image_input(dtype):
            kind="normal")
 
 
+# chains with convolutions and max-pools: each convolution implementation of ``conv.py``'s table
+# (GEMM with its small products below 64 weights, and with dk laid out transposed; the direct
+# loops), the ReLU in their kernels or none, both max-pool kernels; at batch 8 every kernel runs
+# in blocks (two threads), at batch 1 alone
+def _images(dtype, name):
+    net = neurons.Network((2, 9, 9) if name == "gemm" else (1, 8, 8), dtype)
+    if name == "small":         # quickstart's layers: 5 filters of 3 x 3 over one channel
+        return (net.convolution(5, 3, padding=1, activation="relu").maxpool(2).dense(6, "relu", bias=False)
+                .dense(3, "softmax", bias=False))
+    if name == "direct":        # one filter
+        net = net.convolution(1, 3, padding=1, activation="relu", bias=True)
+        return net.convolution(1, 3, padding=1, activation="relu", bias=True).maxpool(2).dense(3, "softmax")
+    if name == "gemm":
+        net = net.convolution(8, 3, padding=1, activation="relu", bias=True).maxpool(2)
+        return net.convolution(16, 3, padding=2, dilation=2, bias=True).maxpool(3, 1).dense(3, "softmax")
+    # linear convolution, a rectangular kernel, overlapping windows, an activation and mse after
+    net = net.convolution(4, (3, 2), padding=(1, 0), bias=True).maxpool((2, 3), (1, 2))
+    return net.dense(5, "tanh").dense(2).set_objective("mse")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, impls", [("small", [chain.GEMM]), ("direct", [chain.DIRECT] * 2),
+                                         ("gemm", [chain.GEMM] * 2), ("linear", [chain.GEMM])])
+@pytest.mark.parametrize("batch, n", [(1, 5), (8, 21)])
+def test_convolutions_and_maxpools(name, impls, batch, n, dtype):
+    net = _images(dtype, name).set_optimizer(O.SGDM(lr=0.05, momentum=0.9))
+    runner = _fused.plan(net, batch, n)
+    geo = runner.geo
+    assert geo[geo[:, chain.KIND] == chain.CONV, chain.IMPL].tolist() == impls
+    pools = geo[geo[:, chain.KIND] == chain.POOL, chain.IMPL].tolist()
+    assert pools == {"small": [chain.PAIRS], "direct": [chain.PAIRS], "gemm": [chain.PAIRS, chain.ANY]}.get(name,
+                                                                                                            [chain.ANY])
+    _check(net, n=n, batch=batch, kind="normal" if name == "linear" else "onehot", chunks=(None, 2))
+
+
+@pytest.mark.parametrize("opt", [O.Adam(lr=0.01), O.RMSprop(lr=0.01, centered=True)], ids=lambda o: o.describe())
+def test_convolutions_with_other_optimizers(opt):
+    _check(_images("float32", "gemm").set_optimizer(opt), n=21, batch=8)
+
+
 def test_a_chunk_leaves_its_arguments_alone():
     net = neurons.Network((4,)).dense(5, "relu").dense(3, "softmax").set_objective("ce").set_optimizer(O.Adam())
     x, y = _data(net, 10)
@@ -206,8 +247,13 @@ def test_plan_leaves_other_networks_to_the_general_path():
     plain = neurons.Network((4,)).dense(4, "relu").dense(4, "relu").dense(2)
     assert _fused.plan(plain, 8, 100) is not None
     assert _fused.plan(plain.set_optimizer(_MySGD()), 8, 100) is None
-    others = [neurons.Network((1, 4, 4)).convolution(2, 3).dense(2),
-              neurons.Network((1, 4, 4)).maxpool(2).dense(2),
+    image = neurons.Network((1, 6, 6))
+    assert _fused.plan(image.convolution(2, 3, activation="relu").maxpool(2).dense(2), 8, 100) is not None
+    others = [image.convolution(2, 3, stride=2).dense(2),                   # other strides: other kernels
+              image.convolution(4, 3, activation="tanh").dense(2),          # an activation of its own
+              image.convolution(2, 3, dropout=0.5).dense(2),
+              image.deconvolution(2, 3).dense(2),
+              image.convolution(2, 3).maxpool(2),                            # no dense layer last
               neurons.Network((4,)).dense(4, "relu", dropout=0.5).dense(2),
               plain.connect(0, 1),
               plain.loopback(1, 1, 1),
@@ -409,6 +455,36 @@ def test_learn_goes_over_to_the_chain_when_its_helper_is_done_with_the_same_bits
         assert mixed.history.train_loss == other.history.train_loss
         for p, q in zip(_tree.leaves(mixed.params), _tree.leaves(other.params)):
             assert np.array_equal(p, q)
+
+
+@pytest.mark.parametrize("helper", [True, False])
+def test_with_convolutions_learn_asks_for_the_chain_after_its_first_step(monkeypatch, helper):
+    # a convolutional chain's helper starts once the first (general) step has compiled that
+    # step's kernels, beside the helper of those; with no helper to compile the chain, the run
+    # stays on the general path (compiling it there would cost more than it gains)
+    net = _images("float32", "small").set_optimizer(O.SGD(lr=0.05))
+    x, y = _data(net, 40)
+    fit = dict(batch=4, epochs=1, print_every=None, progress=False)
+    neurons._warm.warm_chain(net, 4, len(x))         # the chain compiled (or loaded), for the test
+    with monkeypatch.context() as m:
+        m.setattr(_fused, "plan", lambda *args: None)
+        general = net.learn(x, y, **fit)
+    steps, asked, started, chunks = [], [], [], []
+    compiling = _Compiling(3, 0)
+    loss_grad, ready, run = neurons.Network._loss_grad_state, _fused.Runner.ready, _fused.Runner.run
+    monkeypatch.setattr(neurons.Network, "_loss_grad_state", lambda *a, **k: steps.append(1) or loss_grad(*a, **k))
+    monkeypatch.setattr(_fused.Runner, "ready", lambda self: bool(asked.append(len(steps))) or
+                        (len(asked) > 1 and ready(self)))
+    monkeypatch.setattr(_fused.Runner, "run", lambda self, *a, **k: chunks.append(a[5:7]) or run(self, *a, **k))
+    monkeypatch.setattr(neurons._warm, "start_chain", lambda *args: started.append(len(steps)) or
+                        (compiling if helper else None))
+    mixed = net.learn(x, y, **fit)
+    assert started == [1]
+    assert (asked, chunks) == (([1, 3], [(0, 3)]) if helper else ([1], []))
+    assert len(steps) == (3 if helper else 10)
+    assert mixed.history.train_loss == general.history.train_loss
+    for p, q in zip(_tree.leaves(mixed.params), _tree.leaves(general.params)):
+        assert np.array_equal(p, q)
 
 
 def test_on_a_cold_cache_a_helper_compiles_the_chain_while_learn_takes_general_steps(tmp_path):
