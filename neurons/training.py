@@ -196,19 +196,20 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
     steps = -(-n // batch)          # per epoch
     fused = _fused.plan(net, batch, n) if dp is None else None     # None: the general path, step by step
     # on a cold cache the chain compiles in a helper meanwhile (general steps give the same bits);
-    # with convolutions, only once the first step is done, whose kernels a helper of their own
-    # compiles (the chain's compile beside them made that step 1.5-2 s slower; ``Runner.later``)
-    later = compiling = None
+    # one with convolutions (``Runner.later``) is looked for once the first step has compiled the
+    # general path's kernels (beside a helper of their own; the chain's compile beside them made
+    # that step 1.5-2 s slower), and if it is not at hand its helper starts after the first epoch
+    later = deferred = compiling = None
     if fused is not None:
         if fused.later:
-            later = fused
+            later, fused = fused, None
         elif not fused.ready():
             compiling = _warm.start_chain(fused, net, batch, n)
     try:
         if print_every:
             print(f"{'epoch':>6} {'train loss':>12} {'val loss':>12} {'val acc':>9} {'time':>8}", file=out)
         with running(), _cold_start(bool(print_every or progress), net, batch, 0 if xv is None else min(1000, len(xv)),
-                                    dp is None and (fused is None or later is not None)), _ctrl_c() as ctrl_c:
+                                    dp is None and fused is None), _ctrl_c() as ctrl_c:
             for epoch in range(history.epochs, epochs):
                 t0 = time.perf_counter()
                 order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
@@ -255,11 +256,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                     total += loss * size
                     step += 1
                     if later is not None:           # the general path's kernels are compiled now
-                        if not later.ready():
-                            compiling = _warm.start_chain(later, net, batch, n)
-                            if compiling is None:   # no helper: compiling here would cost more than it gains
-                                fused = None
-                        later = None
+                        fused, deferred, later = (later, None, None) if later.ready() else (None, later, None)
                     ctrl_c.check()
                     if bar is not None:
                         bar.update(size)
@@ -280,6 +277,10 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                     run.rising = run.rising + 1 if run.prev is not None and vloss > run.prev else 0
                     run.prev = vloss
                 history.stopped_early = bool(patience and run.rising >= patience)
+                if deferred is not None:            # the evaluation's kernels are compiled too now
+                    compiling = _warm.start_chain(deferred, net, batch, n)
+                    # no helper: the chain is left alone (compiling it here would cost more than it gains)
+                    fused, deferred = (deferred if compiling is not None else None), None
                 if dp is not None:
                     dp.check_same(params, epoch + 1)
                 last = epoch + 1 == epochs or history.stopped_early

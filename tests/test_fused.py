@@ -457,14 +457,16 @@ def test_learn_goes_over_to_the_chain_when_its_helper_is_done_with_the_same_bits
             assert np.array_equal(p, q)
 
 
-@pytest.mark.parametrize("helper", [True, False])
-def test_with_convolutions_learn_asks_for_the_chain_after_its_first_step(monkeypatch, helper):
-    # a convolutional chain's helper starts once the first (general) step has compiled that
-    # step's kernels, beside the helper of those; with no helper to compile the chain, the run
-    # stays on the general path (compiling it there would cost more than it gains)
+@pytest.mark.parametrize("case", ["cached", "helper", "no helper"])
+def test_with_convolutions_learn_looks_for_the_chain_after_its_first_step(monkeypatch, case):
+    # a convolutional chain is looked for once the first (general) step has compiled that
+    # step's kernels (beside the helper of those); if it is not at hand, its helper starts after
+    # the first epoch (when the evaluation's kernels are compiled too), and with no helper to
+    # compile it the run stays on the general path (compiling it there would cost more than it
+    # gains); whichever way, the general path's bits
     net = _images("float32", "small").set_optimizer(O.SGD(lr=0.05))
     x, y = _data(net, 40)
-    fit = dict(batch=4, epochs=1, print_every=None, progress=False)
+    fit = dict(batch=4, epochs=2, print_every=None, progress=False)
     neurons._warm.warm_chain(net, 4, len(x))         # the chain compiled (or loaded), for the test
     with monkeypatch.context() as m:
         m.setattr(_fused, "plan", lambda *args: None)
@@ -474,14 +476,15 @@ def test_with_convolutions_learn_asks_for_the_chain_after_its_first_step(monkeyp
     loss_grad, ready, run = neurons.Network._loss_grad_state, _fused.Runner.ready, _fused.Runner.run
     monkeypatch.setattr(neurons.Network, "_loss_grad_state", lambda *a, **k: steps.append(1) or loss_grad(*a, **k))
     monkeypatch.setattr(_fused.Runner, "ready", lambda self: bool(asked.append(len(steps))) or
-                        (len(asked) > 1 and ready(self)))
+                        ((case == "cached" or len(asked) > 1) and ready(self)))
     monkeypatch.setattr(_fused.Runner, "run", lambda self, *a, **k: chunks.append(a[5:7]) or run(self, *a, **k))
     monkeypatch.setattr(neurons._warm, "start_chain", lambda *args: started.append(len(steps)) or
-                        (compiling if helper else None))
+                        (compiling if case == "helper" else None))
     mixed = net.learn(x, y, **fit)
-    assert started == [1]
-    assert (asked, chunks) == (([1, 3], [(0, 3)]) if helper else ([1], []))
-    assert len(steps) == (3 if helper else 10)
+    assert asked == {"cached": [1], "helper": [1, 12], "no helper": [1]}[case]
+    assert started == ([] if case == "cached" else [10])
+    assert chunks == {"cached": [(0, 1), (1, 0)], "helper": [(1, 2)], "no helper": []}[case]
+    assert len(steps) == {"cached": 1, "helper": 12, "no helper": 20}[case]
     assert mixed.history.train_loss == general.history.train_loss
     for p, q in zip(_tree.leaves(mixed.params), _tree.leaves(general.params)):
         assert np.array_equal(p, q)
