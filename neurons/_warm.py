@@ -17,7 +17,9 @@ A network that ``learn`` runs in the compiled chain (``_fused.py``) gets a helpe
 (``start_chain``): the chain takes 10-15 s to compile, so while it compiles there, ``learn``
 takes its steps through the general path (the same bits), whose kernels compile in a few seconds,
 and goes over to the chain when the helper is done. With convolutions that helper starts after
-the first step, which has the helper above: beside it, the chain's made that step 1.5-2 s slower.
+the first epoch, at the lowest priority: beside the first step's helper above, the chain's compile
+made that step 1.5-2 s slower, and at the same priority beside training (2 threads on 2 cores)
+the demo's later epochs took 0.42-0.64 s instead of 0.15-0.19.
 
 Not started under ``NUMBA_DISABLE_JIT`` or ``NEURONS_BLOCKS=prange`` (nothing, or not
 everything, is cached), where the cache cannot be locked (``_cache.py``: two processes adding
@@ -38,14 +40,15 @@ def wanted():
     return _cache.SAFE and _blocks.MODE == "address" and os.environ.get("NEURONS_WARM", "1") != "0"
 
 
-def start(net, batch, eval_batch, samples=None):
+def start(net, batch, eval_batch, samples=None, nice=False):
     """The helper process (``subprocess.Popen``) for ``net`` at these batch sizes (``eval_batch``
     0: no evaluation pass), or None. ``samples``: the helper compiles the compiled chain of the
-    network instead (``_fused.py``; ``learn`` on that many samples), see ``start_chain``."""
+    network instead (``_fused.py``; ``learn`` on that many samples), see ``start_chain``;
+    ``nice``: at the lowest priority (``os.nice(19)``), behind the training it runs beside."""
     if not wanted():
         return None
     try:
-        job = pickle.dumps((net, int(batch), int(eval_batch), samples))
+        job = pickle.dumps((net, int(batch), int(eval_batch), samples, bool(nice)))
         proc = subprocess.Popen([sys.executable, "-m", "neurons._warm"], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         proc.stdin.write(job)
@@ -66,7 +69,8 @@ def start_chain(runner, net, batch, samples):
     ``start``'s: the next ``learn`` then finds the chain in the cache."""
     key = runner.signature()
     if key not in _chains:
-        _chains[key] = start(net, batch, 0, samples)
+        # a chain with convolutions compiles behind the training it runs beside (``_fused.Runner.later``)
+        _chains[key] = start(net, batch, 0, samples, nice=runner.later)
     proc = _chains[key]
     return proc if proc is not None and proc.poll() is None else None
 
@@ -124,13 +128,12 @@ def warm_chain(net, batch, samples):
 
 
 def main():
-    net, batch, eval_batch, samples = pickle.loads(sys.stdin.buffer.read())
+    net, batch, eval_batch, samples, nice = pickle.loads(sys.stdin.buffer.read())
+    if nice:
+        os.nice(19)
     if samples is None:
         warm(net, batch, eval_batch)
     else:
-        # behind the training it runs beside: that runs general steps meanwhile, on every core
-        # (the demo's epochs took 0.45 s instead of 0.17 with the chain compiling at the same priority)
-        os.nice(19)
         warm_chain(net, batch, samples)
 
 

@@ -66,13 +66,13 @@ def test_conv_primitives_against_naive_loops(strategy, dtype, n):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 3])
-@pytest.mark.parametrize("filters, channels", [(5, 2), (12, 2), (16, 2), (7, 1)])
+@pytest.mark.parametrize("filters, channels", [(11, 2), (12, 2), (16, 2), (11, 1)])
 def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n, filters, channels):
-    """conv_backward's one-pass GEMM form (stride 1, >= 4 filters): dx, dk, db as the direct loops.
-    Its dk is accumulated as (taps, F) when there are more taps (2·3·2 = 12) than filters, else as
-    (F, taps): 5 filters take the first, 12, 16 and 7 (over 1·3·2 taps) the second; and below
-    ``conv_gemm.SMALL`` weights (5 x 12, 7 x 6) tap by tap from the padded planes, not by GEMM
-    (the forward pass too: ``test_small_convolutions_read_the_planes_tap_by_tap``)."""
+    """conv_backward's one-pass GEMM form (stride 1, >= 4 filters, at least
+    ``conv.DIRECT_WEIGHTS`` weights): dx, dk, db as the direct loops. Its dk is accumulated as
+    (taps, F) when there are more taps (2·3·2 = 12) than filters, else as (F, taps): 11 filters
+    over 2 channels take the first, 12, 16 and 11 (over 1·3·2 taps) the second."""
+    assert kc.implementation(filters, channels, 3, 2, (1, 1)) is kc.GEMM
     x, _, _ = _case(n, dtype, seed=4)
     x = np.ascontiguousarray(x[:, :channels])
     k = np.random.default_rng(5).normal(size=(filters, channels, 3, 2)).astype(dtype)
@@ -92,12 +92,13 @@ def test_fused_stride1_backward_equals_the_checked_primitives(dtype, n, filters,
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("filters, channels, kh, kw", [(5, 1, 3, 3), (7, 2, 2, 2), (8, 1, 3, 3), (4, 3, 3, 3)])
-def test_small_convolutions_read_the_planes_tap_by_tap(dtype, filters, channels, kh, kw):
-    """The fused stride-1 forward and backward where the weights are fewer than ``conv_gemm.SMALL``
-    (45, 56: tap by tap) and where they are not (72, 108: im2col and GEMM), against the direct loops,
-    with the bias and ReLU, padding and dilation."""
+def test_few_weights_take_the_direct_loops_and_gemm_gives_them_too(dtype, filters, channels, kh, kw):
+    """Below ``conv.DIRECT_WEIGHTS`` weights (45, 56) the table takes the direct loops, however
+    many filters; from it (72, 108) im2col and GEMM. The fused stride-1 GEMM forward and backward
+    give the direct loops' results for either, with the bias and ReLU, padding and dilation."""
     from neurons.kernels import conv_gemm
-    assert (filters * channels * kh * kw < conv_gemm.SMALL) == (filters * channels * kh * kw in (45, 56))
+    few = filters * channels * kh * kw in (45, 56)
+    assert kc.implementation(filters, channels, kh, kw, (1, 1)) is (kc.DIRECT if few else kc.GEMM)
     rng = np.random.default_rng(7)
     x = rng.normal(size=(3, channels, 9, 8)).astype(dtype)
     k = rng.normal(size=(filters, channels, kh, kw)).astype(dtype)
@@ -300,7 +301,10 @@ def test_maxpool_gradient_central_differences(kernel, out):
 def test_the_table_picks_by_stride_filters_and_reduction():
     assert set(kc.STRATEGY) == set(itertools.product((True, False), repeat=3))
     assert kc.implementation(3, 1, 3, 3, (1, 1)) is kc.DIRECT           # few filters, short reduction
-    assert kc.implementation(4, 1, 3, 3, (1, 1)) is kc.GEMM             # 4 filters
+    assert kc.implementation(8, 1, 3, 3, (1, 1)) is kc.GEMM             # 8 filters
+    assert kc.implementation(7, 1, 3, 3, (1, 1)) is kc.DIRECT           # 63 weights (DIRECT_WEIGHTS)
+    assert kc.implementation(4, 4, 2, 2, (1, 1)) is kc.GEMM             # 64 weights
+    assert kc.implementation(3, 1, 3, 3, (2, 2)) is kc.STRIDED_ROWS     # few weights, stride 2
     assert kc.implementation(3, 8, 3, 3, (1, 1)) is kc.GEMM             # a reduction of 72
     assert kc.implementation(8, 8, 3, 3, (2, 2)) is kc.STRIDED_GEMM
     assert kc.implementation(7, 32, 3, 3, (2, 2)) is kc.STRIDED_ROWS    # too few filters at stride 2

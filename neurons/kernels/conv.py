@@ -49,13 +49,15 @@ STRIDED_ROWS = Implementation("strided rows", conv_strided.correlate_rows, conv_
 STRIDED_GEMM = Implementation("strided gemm", conv_strided.correlate_gemm, conv_strided.scatter_gemm,
                               conv_strided.weight_grad_gemm)
 
-# Many filters: at stride 1 from 4 (the direct loops win only for 1-3 filters over few channels;
-# measured at batch 32), at other strides from 8 (the row-by-row im2col costs more there).
+# Many filters: at stride 1 from 4 (against im2col and GEMM the direct loops won only for 1-3
+# filters over few channels, measured at batch 32; but see DIRECT_WEIGHTS), at other strides from 8
+# (the row-by-row im2col costs more there).
 GEMM_FILTERS = {True: 4, False: 8}
 # A long reduction: GEMM wins once a step's reduction length (channels x kernel) is this long.
 GEMM_REDUCTION = 64
 
-# (stride 1?, filters >= GEMM_FILTERS[stride 1?], channels·kh·kw >= GEMM_REDUCTION) -> implementation
+# (stride 1?, filters >= GEMM_FILTERS[stride 1?], channels·kh·kw >= GEMM_REDUCTION) -> implementation,
+# for kernels of DIRECT_WEIGHTS weights or more at stride 1 (below it: DIRECT)
 STRATEGY = {
     (True, False, False): DIRECT,
     (True, False, True): GEMM,
@@ -68,9 +70,18 @@ STRATEGY = {
 }
 
 
+# Few weights: below this many (filters x channels x kh x kw) the direct loops at stride 1, however
+# many filters, for GEMM's fixed costs are then most of the work (quickstart's 5 filters over 3 x 3
+# taps of 28 x 30: dk 10 us a sample through sgemm, 3 us by dot products; 8 x 9 took 4.5 us either
+# way), and only their kernels then compile (a GEMM body holds the BLAS call, im2col and col2im).
+DIRECT_WEIGHTS = 64
+
+
 def implementation(filters, channels, kh, kw, stride):
     """The table's entry for a kernel (filters, channels, kh, kw) at ``stride``."""
     one = stride[0] == 1 and stride[1] == 1
+    if one and filters * channels * kh * kw < DIRECT_WEIGHTS:
+        return DIRECT
     return STRATEGY[one, filters >= GEMM_FILTERS[one], channels * kh * kw >= GEMM_REDUCTION]
 
 

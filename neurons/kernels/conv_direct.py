@@ -1,4 +1,5 @@
-"""Stride-1 convolution by direct loops, for few filters over few channels (see ``conv.py``'s table).
+"""Stride-1 convolution by direct loops, for few filters over few channels, or few weights (see
+``conv.py``'s table).
 
 Every kernel tap is one long loop over the whole output plane at the padded width (see
 ``conv_planes.py``): ``acc[t] += k[q, c, i, j] · xp[c, at(i·dh, j·dw, wp) + t]``. Each pass is one

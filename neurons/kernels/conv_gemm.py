@@ -60,15 +60,6 @@ def _col2im(cols, plane_s, kh, kw, wp, dilation, length):
                     dst[t] += src[t]
 
 
-@jit(inline="always")
-def _tap(planes, tap, kh, kw, wp, dilation, length):
-    """Row ``tap`` = (c, i, j) of one sample's im2col, as ``_im2col`` lays it out: tap (i, j)'s
-    slice of padded plane c (for the small products, which read it in place)."""
-    ch, rest = tap // (kh * kw), tap % (kh * kw)
-    start = at((rest // kw) * dilation[0], (rest % kw) * dilation[1], wp)
-    return planes[ch, start:start + length]
-
-
 @jit
 def _forward_gemm_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
     """Block ``blk`` of the samples, with the bias (b may be empty) and, if ``relu``, the ReLU."""
@@ -80,18 +71,14 @@ def _forward_gemm_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
     length = oh * wp
     zero = x.dtype.type(0.0)
     xps = np.empty((c, padded_length(h, ph, wp, kw, dw)), x.dtype)
-    small = f * c * kh * kw < SMALL
-    cols = np.empty((0 if small else c * kh * kw, length), x.dtype)
+    cols = np.empty((c * kh * kw, length), x.dtype)
     out = np.empty((f, length), x.dtype)
     lo, hi = span(blk, blocks, n)
     for s in range(lo, hi):
         for ch in range(c):
             pad_plane(x[s, ch], xps[ch], ph, pw)
-        if small:
-            _small_forward(k2, xps, kh, kw, wp, (dh, dw), length, out)
-        else:
-            _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
-            gemm(False, False, 1.0, k2, cols, 0.0, out)
+        _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
+        gemm(False, False, 1.0, k2, cols, 0.0, out)
         for q in range(f):
             copy_out(out[q], y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
 
@@ -135,44 +122,6 @@ def scatter(dy, k, stride, padding, dilation, h, w):
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
-# below this many weights (filters x taps) a sample's products read each tap's row straight from
-# the padded planes, with no im2col and no GEMM, whose fixed cost is then most of the work
-# (quickstart's 5 filters over 3 x 3 taps of 28 x 30: dk 10 us a sample through sgemm, 3 us so;
-# 8 x 9 took 4.5 us either way)
-SMALL = 64
-
-
-@jit
-def _small_forward(k2, xps, kh, kw, wp, dilation, length, out):
-    """``out`` (F, length) = ``k2`` (F, C·kh·kw) @ the im2col of ``xps``, tap by tap from the planes."""
-    zero = out.dtype.type(0.0)
-    for q in range(out.shape[0]):
-        row = out[q]
-        for t in range(length):
-            row[t] = zero
-        for tap in range(k2.shape[1]):
-            src, weight = _tap(xps, tap, kh, kw, wp, dilation, length), k2[q, tap]
-            for t in range(length):
-                row[t] += weight * src[t]
-
-
-@jit
-def _small_weight_grad(dyw, xps, kh, kw, wp, dilation, length, dk, transposed):
-    """``dk`` (F, C·kh·kw), or its transpose, += ``dyw`` (F, length) @ the im2col of ``xps``
-    transposed: a dot product of each filter's widened dy with each tap's row of the planes."""
-    for tap in range(xps.shape[0] * kh * kw):
-        src = _tap(xps, tap, kh, kw, wp, dilation, length)
-        for q in range(dyw.shape[0]):
-            g = dyw[q]
-            acc = dk.dtype.type(0.0)
-            for t in range(length):
-                acc += g[t] * src[t]
-            if transposed:
-                dk[tap, q] += acc
-            else:
-                dk[q, tap] += acc
-
-
 @jit
 def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, need_dx, dx, partial, partial_db):
     """Block ``blk`` of the samples, adding into its own dk and db partials: each sample's dy is
@@ -190,8 +139,7 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
     size = padded_length(h, ph, wp, kw, dw)
     xps = np.empty((c, size), dy.dtype)
     dxps = np.empty((c if need_dx else 0, size), dy.dtype)
-    small = f * ckk < SMALL
-    cols = np.empty((0 if small else ckk, length), dy.dtype)
+    cols = np.empty((ckk, length), dy.dtype)
     dcols = np.empty((ckk, length), dy.dtype)
     dyw = np.empty((f, length), dy.dtype)
     lo, hi = span(blk, blocks, dy.shape[0])
@@ -200,14 +148,11 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
             db[q] += widen_plane(dy, relu_y, s, q, dyw[q], wp)
         for ch in range(c):
             pad_plane(x[s, ch], xps[ch], ph, pw)
-        if small:
-            _small_weight_grad(dyw, xps, kh, kw, wp, (dh, dw), length, dk, transposed)
+        _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
+        if transposed:
+            gemm(False, True, 1.0, cols, dyw, 1.0, dk)
         else:
-            _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
-            if transposed:
-                gemm(False, True, 1.0, cols, dyw, 1.0, dk)
-            else:
-                gemm(False, True, 1.0, dyw, cols, 1.0, dk)
+            gemm(False, True, 1.0, dyw, cols, 1.0, dk)
         if need_dx:
             gemm(False, False, 1.0, kt, dyw, 0.0, dcols)
             dxps[:] = dy.dtype.type(0.0)
