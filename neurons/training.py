@@ -221,7 +221,7 @@ def learn(net, x, y, validation=None, batch=32, epochs=100, print_every=None, se
                         # the helper is done: the chain from the cache (or, if it failed, never)
                         fused = fused if compiling.returncode == 0 and fused.ready() else None
                         compiling = None
-                    if fused is not None and compiling is None and later is None:   # a chunk of steps in one call
+                    if fused is not None and compiling is None:         # a chunk of steps in one compiled call
                         c = fused.run(params, state, x, y, order, epoch, step, min(fused.chunk, steps - step), total)
                         params, state, total, good = c.params, c.state, c.total, good if c.prev is None else c.prev
                         if c.error is not None:
