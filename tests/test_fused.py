@@ -330,6 +330,33 @@ def test_a_nonfinite_update_stops_where_learn_stops(chunk):
     _assert_same(got._replace(message=want.message), want)
 
 
+def test_a_nonfinite_loss_through_convolutions_stops_where_learn_stops():
+    net = _images("float32", "gemm").set_optimizer(O.SGD(lr=0.01))
+    x, y = _data(net, 9)
+    order = np.random.default_rng([0, 0]).permutation(9)
+    x[order[5], :, 3:6, 3:6] = 3e38         # the convolutions' sums overflow
+    params = net.init(0)
+    want = _hand(net, params, x, y, 1, 3)
+    assert want.error == ("loss", 0, 5)
+    got = _fast(net, params, x, y, 1, 3)
+    _assert_same(got, want)
+    assert got.message.startswith("the loss became") and got.message.endswith("at epoch 1, batch 6")
+
+
+@pytest.mark.parametrize("name", ["small", "gemm"])
+def test_a_nonfinite_update_of_a_convolution_stops_where_learn_stops(name):
+    # from step 6 on (epoch 2, batch 2) the rate is 1e-3 * 1e45, inf in float32: the first param
+    # it makes non-finite is named as learn names it, a convolution's kernel
+    net = _images("float32", name).set_optimizer(O.SGDM(lr=S.step(1e-3, 6, 1e45)))
+    x, y = _data(net, 9)
+    params = net.init(0)
+    want = _hand(net, params, x, y, 2, 2)
+    assert want.error == ("params", 1, 1) and want.message == "params[0][0]"
+    got = _fast(net, params, x, y, 2, 2)
+    assert got.message == "the update at epoch 2, batch 2 made params[0][0] non-finite"
+    _assert_same(got._replace(message=want.message), want)
+
+
 @pytest.mark.parametrize("big_target", [False, True])
 def test_a_rate_too_large_raises_where_update_raises(big_target):
     # exponential(0.01, 1e300) has no rate for step 2 (1e598): update raises a ValueError there,
