@@ -109,7 +109,7 @@ def plan(net, batch, n_samples):
         if kind is Convolution:
             if lay.dropout or lay.stride != (1, 1) or lay.activation not in (Activation.RELU, Activation.LINEAR):
                 return None
-            if kconv.implementation(lay.filters, net.shapes[l][0][0], *lay.kernel, lay.stride) not in _CONVS:
+            if _conv_code(lay, net.shapes[l][0][0]) is None:
                 return None
         elif kind is Dense:
             activated = lay.activation.value != kact.LINEAR and not (net._fused and l == last)
@@ -118,6 +118,12 @@ def plan(net, batch, n_samples):
         elif kind is not Maxpool:
             return None
     return Runner(net, batch, n_samples)
+
+
+def _conv_code(lay, channels):
+    """The chain's code for the implementation ``conv.py``'s table picks for convolution ``lay``
+    over ``channels``, or None: one the chain does not run."""
+    return _CONVS.get(kconv.implementation(lay.filters, channels, *lay.kernel, lay.stride))
 
 
 def _geometry(net, l):
@@ -130,7 +136,7 @@ def _geometry(net, l):
     g[chain.KH], g[chain.KW] = lay.kernel
     if type(lay) is Convolution:
         g[chain.KIND] = chain.CONV
-        g[chain.IMPL] = _CONVS[kconv.implementation(lay.filters, shape_in[0], *lay.kernel, lay.stride)]
+        g[chain.IMPL] = _conv_code(lay, shape_in[0])
         g[chain.PH], g[chain.PW] = lay.padding
         g[chain.DH], g[chain.DW] = lay.dilation
         g[chain.RELU] = lay.activation is Activation.RELU
@@ -225,14 +231,15 @@ class Runner:
                 taken = (rows, ints, ints) if impl == chain.GEMM else (planes,)        # kt, kh, kw or k
                 lat[l, 1] = machine_code(backward, block + (planes,) * 3 + taken + (ints,) * 4 + (flag, planes, partial,
                                                                                                   rows))[0]
-                sum_at, returns = machine_code(conv_planes.sum_blocks, (rows,))
-                if returns != flat:
-                    raise TypeError(f"sum_blocks returns {returns}, not {flat}")
             elif kind == chain.POOL:
                 forward, backward = _POOL_BODIES[impl]
                 lat[l, 0] = machine_code(forward, block + ((planes, planes, args) if impl == chain.PAIRS
                                                            else (planes,) + (ints,) * 4 + (planes, args)))[0]
                 lat[l, 1] = machine_code(backward, block + (planes, args, planes))[0]
+        if (self.geo[:, chain.KIND] == chain.CONV).any():      # the sum of a convolution's partials
+            sum_at, returns = machine_code(conv_planes.sum_blocks, (rows,))
+            if returns != flat:
+                raise TypeError(f"sum_blocks returns {returns}, not {flat}")
         if self.fused:
             loss_at, returns = machine_code(kobj.softmax_cross_entropy, (rows, rows))
             expected = nbtypes.Tuple((scalar, rows, rows))

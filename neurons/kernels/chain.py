@@ -177,34 +177,31 @@ def _conv_backward(g, dy, x, y, params, grads, woff, boff, need_dx, dx, m, at, s
     c, h, w, f, oh, ow, kh, kw = g[C], g[H], g[W], g[F], g[OH], g[OW], g[KH], g[KW]
     taps = c * kh * kw
     k = params[woff:woff + f * taps].reshape((f, c, kh, kw))
-    dy4 = dy.reshape((m, f, oh, ow))
+    dy4, x4 = dy.reshape((m, f, oh, ow)), x.reshape((m, c, h, w))
     relu_y = y.reshape((m, f, oh, ow)) if g[RELU] != 0 else np.empty((0, f, oh, ow), dy.dtype)
     dx4 = dx.reshape((m, c, h, w)) if need_dx else np.empty((0, c, h, w), dy.dtype)
     blocks = block_count_in_kernels(m)
     transposed = g[IMPL] == GEMM and taps > f      # conv_gemm.backward's layout of dk
     partial = np.zeros((blocks, taps, f) if transposed else (blocks, f, taps), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
-    if g[IMPL] == GEMM:
-        k2 = params[woff:woff + f * taps].reshape((f, taps))
-        kt = np.empty((taps, f), dy.dtype)
-        for q in range(f):
-            for t in range(taps):
-                kt[t, q] = k2[q, t]
-        _body(at, blocks, (blocks, dy4, relu_y, x.reshape((m, c, h, w)), kt, kh, kw, g[PH], g[PW], g[DH], g[DW],
-                           need_dx, dx4, partial, partial_db))
+    if g[IMPL] == GEMM:             # k as (C·kh·kw, F), as conv_gemm.backward passes it
+        kt = np.ascontiguousarray(k.reshape((f, taps)).T)
+        _body(at, blocks, (blocks, dy4, relu_y, x4, kt, kh, kw, g[PH], g[PW], g[DH], g[DW], need_dx, dx4, partial,
+                           partial_db))
     else:
-        _body(at, blocks, (blocks, dy4, relu_y, x.reshape((m, c, h, w)), k, g[PH], g[PW], g[DH], g[DW],
-                           need_dx, dx4, partial, partial_db))
+        _body(at, blocks, (blocks, dy4, relu_y, x4, k, g[PH], g[PW], g[DH], g[DW], need_dx, dx4, partial, partial_db))
     dk = call_at(sum_at, (partial.reshape((blocks, f * taps)),), grads[:0])
-    dw = grads[woff:woff + f * taps]
     if transposed:
-        for q in range(f):
-            for t in range(taps):
-                dw[q * taps + t] = dk[t * f + q]
-    else:
-        _copy(dw, dk)
+        dk = np.ascontiguousarray(dk.reshape((taps, f)).T).reshape(f * taps)
+    _copy(grads[woff:woff + f * taps], dk)
     if boff >= 0:
         _copy(grads[boff:boff + f], call_at(sum_at, (partial_db,), grads[:0]))
+
+
+@jit(inline="always")
+def _plane_blocks(g, m):
+    """``maxpool._plane_blocks`` of max-pool ``g``'s input at ``m`` rows (its ``PARALLEL_MIN`` in ``g[MIN]``)."""
+    return block_count_in_kernels(m * g[C], m * g[C] * g[H] * g[W], g[MIN])
 
 
 @jit
@@ -212,7 +209,7 @@ def _pool_forward(g, x, y, arg, m, at):
     """``maxpool.maxpool_forward`` of layer ``g``: the 2 x 2 or the general forward body at ``at``."""
     c, h, w, oh, ow = g[C], g[H], g[W], g[OH], g[OW]
     x4, y4, arg4 = x.reshape((m, c, h, w)), y.reshape((m, c, oh, ow)), arg.reshape((m, c, oh, ow))
-    blocks = block_count_in_kernels(m * c, m * c * h * w, g[MIN])
+    blocks = _plane_blocks(g, m)
     if g[IMPL] == PAIRS:
         _body(at, blocks, (blocks, x4, y4, arg4))
     else:
@@ -223,7 +220,7 @@ def _pool_forward(g, x, y, arg, m, at):
 def _pool_backward(g, dy, arg, dx, m, at):
     """``maxpool.maxpool_backward`` of layer ``g``: its backward body at ``at``."""
     c, h, w, oh, ow = g[C], g[H], g[W], g[OH], g[OW]
-    blocks = block_count_in_kernels(m * c, m * c * h * w, g[MIN])
+    blocks = _plane_blocks(g, m)
     _body(at, blocks, (blocks, dy.reshape((m, c, oh, ow)), arg.reshape((m, c, oh, ow)), dx.reshape((m, c, h, w))))
 
 
