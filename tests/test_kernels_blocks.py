@@ -46,6 +46,33 @@ def test_every_block_runs_once_with_its_arguments(mode, blocks):
     assert np.array_equal(out, expected)
 
 
+@numba.njit
+def _row_sums(blk, blocks, x, out):
+    """Block ``blk``'s rows of ``x`` summed into ``out``, through views of ``x`` and a copy of its own."""
+    step = (x.shape[0] + blocks - 1) // blocks
+    for i in range(blk * step, min(x.shape[0], (blk + 1) * step)):
+        row = x[i]
+        mine = row.copy()
+        out[i] = mine.sum() + row[::2].sum()
+
+
+_row_sums_blocks = parallel(_row_sums)
+
+
+def test_bodies_views_of_shared_arrays_keep_the_arrays_whole(mode):
+    """A body's arguments reach it without their reference owner (``_blocks._unowned``): views
+    and copies it makes of them still read the right values, and nothing of the caller's arrays
+    is counted, leaked or freed."""
+    x = np.arange(60.0).reshape(12, 5)
+    out = np.zeros(12)
+    before = sys.getrefcount(x), sys.getrefcount(out)
+    for _ in range(200):
+        _row_sums_blocks(3, (3, x, out))
+    assert (sys.getrefcount(x), sys.getrefcount(out)) == before
+    assert np.array_equal(out, x.sum(1) + x[:, ::2].sum(1))
+    assert np.array_equal(x, np.arange(60.0).reshape(12, 5))
+
+
 def _mark_python(blk, blocks, out, scale):
     getattr(_mark, "py_func", _mark)(blk, blocks, out, scale)
 
