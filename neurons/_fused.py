@@ -25,6 +25,7 @@ the first general step (``Runner.later``), whose kernels take seconds to compile
 that chain is left alone for the run.
 """
 import math
+from collections import Counter
 from typing import NamedTuple
 
 import numpy as np
@@ -32,7 +33,7 @@ import numba
 from numba import types as nbtypes
 from numba.core import config, event
 
-from . import _tree
+from . import _tree, graph
 from .kernels import activations as kact, chain, conv as kconv, conv_direct, conv_gemm, conv_planes
 from .kernels import dense as kdense, maxpool as kpool, objectives as kobj, optim as kopt
 from .kernels import _blocks
@@ -51,6 +52,8 @@ _CONV_BODIES = {chain.DIRECT: (conv_direct._forward_direct_body, conv_direct._ba
 _POOL_BODIES = {chain.PAIRS: (kpool._forward_2x2_body, kpool._backward_2x2_body),
                 chain.ANY: (kpool._forward_any_body, kpool._backward_any_body)}
 _ADDRESSES = {}             # Runner._address's, per process
+# graph.py's accumulation modes the chain runs ("multiply" is left to the general path)
+_MODES = {"add": chain.ADD, "subtract": chain.SUBTRACT, "overwrite": chain.OVERWRITE, "mean": chain.MEAN}
 MAX_STEPS = 1024            # steps per chunk at most
 CHUNK_SECONDS = 0.05        # and about this much work
 _STEP_SECONDS = 5e-6        # a step's cost besides its products (4-50-50-3 at batch 1: 9 us in all)
@@ -98,26 +101,49 @@ class Chunk(NamedTuple):
 def plan(net, batch, n_samples):
     """A ``Runner`` for training ``net`` at ``batch`` on ``n_samples`` samples, or None when the
     compiled chain does not apply (see the module docstring)."""
-    if config.DISABLE_JIT or _blocks.MODE != "address" or net.skips or net.loops:
+    if config.DISABLE_JIT or _blocks.MODE != "address":
         return None             # the chain calls the kernels by address, as the block loops do
-    if type(net.optimizer) not in _OPTIMIZERS or type(net.layers[-1]) is not Dense:
+    if type(net.optimizer) not in _OPTIMIZERS or any(f != 1.0 for f in net._grad_factors):
+        return None
+    ops = net.program.ops
+    last = ops[-1]
+    if not isinstance(last, graph.Apply) or last.dst != net.program.output:
+        return None
+    if any(isinstance(op, graph.Accumulate) and op.mode not in _MODES for op in ops):
         return None
     rows = min(batch, n_samples)        # the largest batch: work grows with the rows
-    last = len(net.layers) - 1
-    for l, lay in enumerate(net.layers):
+    applied = Counter((op.layer, op.sub) for op in ops if isinstance(op, graph.Apply))
+    ends = (last.layer, last.sub)
+    if type(graph._spec(net.layers, last)) is not Dense:
+        return None
+    for key, lay, shape_in, _ in _units(net):
         kind = type(lay)
         if kind is Convolution:
             if lay.dropout or lay.stride != (1, 1) or lay.activation not in (Activation.RELU, Activation.LINEAR):
                 return None
-            if _conv_code(lay, net.shapes[l][0][0]) is None:
+            if _conv_code(lay, shape_in[0]) is None:
                 return None
         elif kind is Dense:
-            activated = lay.activation.value != kact.LINEAR and not (net._fused and l == last)
+            activated = lay.activation.value != kact.LINEAR and not (net._fused and key == ends and applied[key] == 1)
             if lay.dropout or activated and block_count(rows, rows * lay.units, kact.PARALLEL_MIN) != 1:
                 return None     # the chain runs a dense layer's activation whole, in one thread
         elif kind is not Maxpool:
             return None
     return Runner(net, batch, n_samples)
+
+
+def _units(net):
+    """``(key, layer, in_shape, out_shape)`` of each unit ``chain.train_steps`` runs, in the order
+    of the params' leaves: a layer (key ``(layer, -1)``), or a layer of a feedback block (``(block,
+    i)``), whose one set of params every op applying it reads."""
+    units = []
+    for l, lay in enumerate(net.layers):
+        if lay.kind == "feedback":
+            units += [((l, j), sub, *shapes) for j, (sub, shapes) in
+                      enumerate(zip(lay.layers, lay.inside(net.shapes[l][0])))]
+        else:
+            units.append(((l, -1), lay, *net.shapes[l]))
+    return units
 
 
 def _conv_code(lay, channels):
@@ -126,9 +152,8 @@ def _conv_code(lay, channels):
     return _CONVS.get(kconv.implementation(lay.filters, channels, *lay.kernel, lay.stride))
 
 
-def _geometry(net, l):
-    """Layer ``l``'s row of ``chain.train_steps``' ``geo``."""
-    lay, (shape_in, shape_out) = net.layers[l], net.shapes[l]
+def _geometry(lay, shape_in, shape_out):
+    """A unit's row of ``chain.train_steps``' ``geo``."""
     g = np.zeros(chain.GEO, np.int64)
     if type(lay) is Dense:
         return g
@@ -156,26 +181,55 @@ class Runner:
         self.batch, self.n = batch, n_samples
         self.steps = -(-n_samples // batch)             # per epoch
         self.dtype = np.dtype(net.dtype)
-        dims = [int(np.prod(net.input_shape))] + [int(np.prod(out)) for _, out in net.shapes]
-        self.dims = np.array(dims, np.int64)
-        self.acts = np.array([lay.activation.value if type(lay) is Dense else kact.LINEAR for lay in net.layers],
+        units = _units(net)
+        index = {key: u for u, (key, *_) in enumerate(units)}
+        self.acts = np.array([lay.activation.value if type(lay) is Dense else kact.LINEAR for _, lay, _, _ in units],
                              np.int64)
-        self.geo = np.array([_geometry(net, l) for l in range(len(net.layers))], np.int64)
+        self.geo = np.array([_geometry(lay, i, o) for _, lay, i, o in units], np.int64)
+        # the program: one row of ops each, the slots an accumulation reads in ins, each slot's size
+        program = net.program
+        sizes = np.zeros(program.slots, np.int64)
+        sizes[0] = int(np.prod(net.input_shape))
+        ops, ins = np.zeros((len(program.ops), chain.OPS), np.int64), []
+        for row, op in zip(ops, program.ops):
+            row[chain.DST] = op.dst
+            if isinstance(op, graph.Apply):
+                u = index[op.layer, op.sub]
+                row[chain.KIND_OP], row[chain.UNIT], row[chain.SRC] = chain.APPLY, u, op.src
+                sizes[op.dst] = int(np.prod(units[u][3]))
+            else:
+                row[chain.KIND_OP], row[chain.MODE] = chain.ACC, _MODES[op.mode]
+                row[chain.NSRC], row[chain.FROM] = len(op.srcs), len(ins)
+                ins += op.srcs
+                sizes[op.dst] = int(np.prod(op.shape))
+        self.ops, self.ins, self.sizes = ops, np.array(ins, np.int64), sizes
+        self.soff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
         shapes = _tree.leaves(net._param_shapes)
         self.shapes = [a.shape for a in shapes]
         self.offsets = np.cumsum([0] + [a.size for a in shapes]).tolist()
-        woff, boff, leaf = [], [], 0
-        for lay in net.layers:
+        woff, boff, wlen, blen, leaf = [], [], [], [], 0
+        for _, lay, _, _ in units:
             if type(lay) is Maxpool:
                 woff.append(-1)
                 boff.append(-1)
+                wlen.append(0)
+                blen.append(0)
                 continue
             woff.append(self.offsets[leaf])
+            wlen.append(shapes[leaf].size)
             boff.append(self.offsets[leaf + 1] if lay.bias else -1)
+            blen.append(shapes[leaf + 1].size if lay.bias else 0)
             leaf += 2 if lay.bias else 1
         self.woff, self.boff = np.array(woff, np.int64), np.array(boff, np.int64)
+        self.wlen, self.blen = np.array(wlen, np.int64), np.array(blen, np.int64)
         self.names = [name for name, _ in _tree.named(net._param_shapes, "params", "[{}]")]
         self.fused = bool(net._fused)
+        # the units whose activation runs (all but linear ones, and a fused loss's softmax applied
+        # only in the last op): only their kernels are looked up
+        last = self.ops[-1]
+        applied = Counter(self.ops[self.ops[:, chain.KIND_OP] == chain.APPLY, chain.UNIT].tolist())
+        self.activated = [code != kact.LINEAR and not (self.fused and u == last[chain.UNIT] and applied[u] == 1)
+                          for u, code in enumerate(self.acts.tolist())]
         self.clip = net.clip is not None
         self.lo, self.hi = net.clip if net.clip else (0.0, 0.0)
         opt = net.optimizer
@@ -192,8 +246,8 @@ class Runner:
         # the optimizers' hyperparameters as their update passes them (SGD's momentum: 0)
         self.hyper = np.array([float(getattr(opt, "_" + h if h == "decoupled" else h, 0.0)) for h in chain.HYPER])
         rows, seconds = min(batch, n_samples), _STEP_SECONDS
-        for l, (u, i) in enumerate(zip(dims[1:], dims[:-1])):
-            g = self.geo[l]
+        for op in ops[ops[:, chain.KIND_OP] == chain.APPLY]:
+            g, u, i = self.geo[op[chain.UNIT]], sizes[op[chain.DST]], sizes[op[chain.SRC]]
             if g[chain.KIND] == chain.DENSE:
                 blocks = block_count(u, rows * u * i, kdense.SPLIT)     # (forward_blocks, not compiled)
                 seconds += 6.0 * rows * u * i / (_FLOPS if blocks == 1 else _BLOCK_FLOPS * blocks)
@@ -207,7 +261,8 @@ class Runner:
         """The machine code of the activation, loss, optimizer and layer kernels this network
         uses (only they compile), for the argument types ``chain.train_steps`` passes them; kept
         per process (Numba's types take about 0.5 ms to build and look up)."""
-        key = (self.dtype.str, tuple(self.acts.tolist()), tuple(map(tuple, self.geo[:, :2].tolist())), self.fused,
+        key = (self.dtype.str, tuple(self.activated), tuple(self.acts.tolist()), tuple(map(tuple, self.geo[:, :2].tolist())),
+               self.fused,
                self.objective, self.code, self.opt_blocks > 1)
         if key not in _ADDRESSES:
             _ADDRESSES[key] = self._look_up()
@@ -219,7 +274,7 @@ class Runner:
         args = nbtypes.Array(nbtypes.int32, 4, "C")
         fwd, bwd = np.zeros(len(self.acts), np.int64), np.zeros(len(self.acts), np.int64)
         for l, code in enumerate(self.acts.tolist()):
-            if code != kact.LINEAR and not (self.fused and l == len(self.acts) - 1):
+            if self.activated[l]:
                 fwd[l] = machine_code(kact.FORWARD[code], (rows, rows))[0]
                 bwd[l] = machine_code(kact.BACKWARD[code], (rows, rows, rows))[0]
         # each block body as ``_blocks.parallel``'s loops call it: (blk, blocks, *the kernel's args)
@@ -259,9 +314,10 @@ class Runner:
     def _arguments(self, x, y, order, first, steps, lrs, c1s, rc2s, count, flat, s1, s2, s3, losses, addresses):
         """``chain.train_steps``' arguments."""
         fwd, bwd, lat, sum_at, loss_at, opt_at = addresses
-        return (x, y, order, self.batch, first, steps, self.dims, self.acts, fwd, bwd, self.woff, self.boff, self.geo,
-                lat, sum_at, self.fused, loss_at, self.clip, self.lo, self.hi, self.code, opt_at, self.opt_blocks,
-                self.hyper, lrs, c1s, rc2s, count, flat, np.empty_like(flat), s1, s2, s3, losses)
+        return (x, y, order, self.batch, first, steps, self.ops, self.ins, self.sizes, self.soff, self.acts, fwd, bwd,
+                self.woff, self.boff, self.wlen, self.blen, self.geo, lat, sum_at, self.fused, loss_at, self.clip, self.lo,
+                self.hi, self.code, opt_at, self.opt_blocks, self.hyper, lrs, c1s, rc2s, count, flat, np.empty_like(flat),
+                s1, s2, s3, losses)
 
     def signature(self):
         """The argument types ``run`` calls ``chain.train_steps`` with (the same for every chain

@@ -223,6 +223,52 @@ def test_convolutions_with_other_optimizers(opt):
     _check(_images("float32", "gemm").set_optimizer(opt), n=21, batch=8)
 
 
+# skips, loopbacks and feedback blocks (``graph.py``'s programs): every accumulation mode the chain
+# runs, inskips and outskips, tied weights in dense and convolution layers, layers no gradient
+# reaches (an overwriting skip drops what came before it)
+def _graph(dtype, name, mode):
+    flat = neurons.Network((6,), dtype)
+    if name == "skip":
+        net = flat.dense(6, "relu").dense(6, "tanh").dense(3, "softmax").connect(0, 2)
+        return net.set_accumulation(skip=mode)
+    if name == "skips":         # into consecutive layers, out of a skip's target
+        net = flat.dense(6, "relu").dense(6, "tanh").dense(6, "relu").dense(3, "softmax")
+        return net.connect(0, 1).connect(1, 2).connect(0, 3).set_accumulation(skip=mode)
+    if name == "loop":
+        return flat.dense(6, "relu").dense(6, "tanh").dense(3, "softmax").loopback(1, 0, 2).set_accumulation(loop=mode)
+    if name == "loop inskips":
+        net = flat.dense(6, "tanh").dense(6, "sigmoid", bias=False).dense(3, "softmax")
+        return net.loopback(1, 1, 3, inskips=True).connect(0, 2).set_accumulation(loop=mode)
+    if name == "feedback":
+        inner = [Dense(6, "tanh"), Dense(6, "relu", bias=False)]
+        return flat.dense(6, "relu").feedback(inner, 3, inskips=True, outskips=True, accumulation=mode).dense(3, "softmax")
+    images = neurons.Network((1, 8, 8), dtype).convolution(4, 3, padding=1, activation="relu").maxpool(2)
+    if name == "conv loop":     # the benchmark's "loop"
+        net = images.convolution(4, 3, padding=1, activation="relu", bias=True).maxpool(2).dense(3, "softmax")
+        return net.loopback(2, 2, 2).set_accumulation(loop=mode)
+    # the benchmark's "feedback"
+    block = [neurons.layers.Convolution(4, 3, padding=1, activation="relu")]
+    return images.feedback(block, 2, inskips=mode != "none", accumulation=mode if mode != "none" else "mean"
+                           ).maxpool(2).dense(3, "softmax")
+
+
+_GRAPHS = [(name, mode) for name in ("skip", "skips", "loop", "loop inskips") for mode in ("add", "subtract", "overwrite",
+                                                                                          "mean")]
+_GRAPHS += [("feedback", "add"), ("feedback", "subtract"), ("feedback", "mean"), ("conv loop", "mean"),
+            ("conv loop", "overwrite"), ("conv feedback", "none"), ("conv feedback", "add")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, mode", _GRAPHS)
+def test_skips_loops_and_feedback_blocks(name, mode, dtype):
+    net = _graph(dtype, name, mode).set_optimizer(O.SGDM(lr=0.05, momentum=0.9))
+    assert _fused.plan(net, 8, 21) is not None
+    want = _check(net, n=21, batch=8, chunks=(None, 2))
+    if name == "skip" and mode == "overwrite":          # layers 0 and 1 got no gradient: never moved
+        for p, q in zip(_tree.leaves(want.params[:2]), _tree.leaves(net.init(0)[:2])):
+            assert np.array_equal(p, q)
+
+
 def test_a_chunk_leaves_its_arguments_alone():
     net = neurons.Network((4,)).dense(5, "relu").dense(3, "softmax").set_objective("ce").set_optimizer(O.Adam())
     x, y = _data(net, 10)
@@ -256,9 +302,11 @@ def test_plan_leaves_other_networks_to_the_general_path():
               image.deconvolution(2, 3).dense(2),
               image.convolution(2, 3).maxpool(2),                            # no dense layer last
               neurons.Network((4,)).dense(4, "relu", dropout=0.5).dense(2),
-              plain.connect(0, 1),
-              plain.loopback(1, 1, 1),
-              neurons.Network((4,)).feedback([Dense(4, "tanh")], 2).dense(2),
+              plain.connect(0, 1).set_accumulation(skip="multiply"),       # (the chain's ACC leaves it out)
+              plain.loopback(1, 1, 1).set_accumulation(loop="multiply"),
+              plain.loopback(1, 0, 2, scale=lambda passes: 1.0 / passes),    # scaled gradients
+              neurons.Network((4,)).feedback([Dense(4, "tanh")], 2, coupling="mean").dense(2),
+              neurons.Network((4,)).dense(4, "relu").dense(4).loopback(1, 1, 1),  # an accumulation last
               neurons.Network((4,)).dense(4).batchnorm().dense(2),
               neurons.Network((4,)).feedback([Dense(4), BatchNorm()], 2).dense(2),
               neurons.Network((3, 4)).recurrent(5, "gru").dense(2)]

@@ -1,10 +1,11 @@
-"""Training steps of a plain chain of dense, convolution and max-pool layers, many in one
-compiled call.
+"""Training steps of a network of dense, convolution and max-pool layers, with skips, loopbacks
+and feedback blocks, many in one compiled call.
 
 ``train_steps`` runs, for each step of a chunk, what ``Network._loss_grad_state`` and an
-optimizer's ``update`` run for such a chain (``neurons/_fused.py`` decides which networks it
-takes): gather the batch's rows in the shuffled order, each layer's forward pass, the loss and
-its gradient, each layer's backward pass, the update of every param and of the optimizer's
+optimizer's ``update`` run for such a network (``neurons/_fused.py`` decides which networks it
+takes): gather the batch's rows in the shuffled order, the program's ops (``graph.py``: each
+layer's forward pass, and the accumulations of skips and loops, unrolled), the loss and its
+gradient, the ops' backward passes in reverse, the update of every param and of the optimizer's
 state. What it saves is Python's work between the kernels: at batch 1 a dense step's kernels
 take a few microseconds and the dispatch around them a hundred and more; quickstart's CNN at
 batch 32 took 0.89 ms a step, 0.61 ms here (tiny3conv's 0.82 -> 0.25 ms). Kernels that the
@@ -27,11 +28,10 @@ block bodies) are chosen at run time: ``neurons/_fused.py`` passes the addresses
 network uses (``_blocks.call_at``), so that only they compile, not every kernel a branch here
 could name (5 of the 18 s a cold start of a small dense network took).
 
-Params live in one flat array: layer ``l``'s weights (dense ``(dims[l+1], dims[l])``, a
-convolution's kernel ``(F, C, kh, kw)``) from ``woff[l]``, its bias from ``boff[l]`` (-1: no
-bias). Gradients and the optimizer's state arrays use the same layout (a state array of length
-0: that option is off). Each layer's values are flat too, reshaped to (rows, ...) where a kernel
-takes them.
+Params live in one flat array: unit ``u``'s weights (dense ``(out, in)``, a convolution's kernel
+``(F, C, kh, kw)``) from ``woff[u]``, its bias from ``boff[u]`` (-1: no bias). Gradients and the
+optimizer's state arrays use the same layout (a state array of length 0: that option is off).
+Each slot's values are flat too, reshaped to (rows, ...) where a kernel takes them.
 The optimizer kernels are elementwise, so one call over the flat array computes every element
 as one call per param does.
 """
@@ -56,6 +56,12 @@ DENSE, CONV, POOL = 0, 1, 2
 KIND, IMPL, C, H, W, F, OH, OW, KH, KW, PH, PW, DH, DW, SH, SW, RELU, MIN, GEO = range(19)
 DIRECT, GEMM = 0, 1
 PAIRS, ANY = 0, 1
+# an op's kind (KIND_OP), and the columns of its row in ``ops``: APPLY a unit to slot SRC, or ACC
+# the NSRC slots listed in ``ins`` from FROM on, with MODE; both into slot DST
+APPLY, ACC = 0, 1
+KIND_OP, UNIT, SRC, DST, MODE, NSRC, FROM, OPS = range(8)
+# ACC's modes (``graph.MODES`` but "multiply", which the chain leaves to the general path)
+ADD, SUBTRACT, OVERWRITE, MEAN = 0, 1, 2, 3
 
 
 @jit
@@ -89,11 +95,11 @@ def _first_nonfinite(a):
     return -1
 
 
-@jit
-def _activated(acts, l, fused):
-    """Whether layer ``l`` applies its activation: not linear, and not the softmax that a fused
-    loss takes the logits of."""
-    return acts[l] != LINEAR and not (fused and l == acts.shape[0] - 1)
+@jit(inline="always")
+def _activated(acts, u, fused, last):
+    """Whether unit ``u`` applies its activation (``last``: in the program's last op): not linear,
+    and not the softmax that a fused loss takes the logits of."""
+    return acts[u] != LINEAR and not (fused and last)
 
 
 @jit
@@ -224,23 +230,92 @@ def _pool_backward(g, dy, arg, dx, m, at):
     _body(at, blocks, (blocks, dy.reshape((m, c, oh, ow)), arg.reshape((m, c, oh, ow)), dx.reshape((m, c, h, w))))
 
 
+@jit(inline="always")
+def _slot(buf, soff, batch, s, m, sizes):
+    """Slot ``s``'s ``m`` rows in ``buf`` (values, pre-activations, gradients: one layout)."""
+    at = batch * soff[s]
+    return buf[at:at + m * sizes[s]]
+
+
 @jit
-def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, boff, geo, lat, sum_at, fused, loss_at,
-                clip, lo, hi, optimizer, opt_at, opt_blocks, hyper, lrs, c1s, rc2s, count, params, spare, s1, s2, s3,
-                losses):
+def _accumulate(mode, ins, vals, soff, batch, m, sizes, out):
+    """``graph.accumulate(mode, ...)`` of the slots ``ins`` into ``out``, as NumPy computes it: one
+    elementwise operation over the whole array at a time (``add``/``mean``: ``v0 + v1``, then
+    ``+= v2``, ..., then ``*= 1/n`` rounded to the dtype; ``subtract`` likewise)."""
+    a = _slot(vals, soff, batch, ins[ins.shape[0] - 1] if mode == OVERWRITE else ins[0], m, sizes)
+    if mode == OVERWRITE:
+        _copy(out, a)
+        return
+    b = _slot(vals, soff, batch, ins[1], m, sizes)
+    if mode == SUBTRACT:
+        for i in range(out.shape[0]):
+            out[i] = a[i] - b[i]
+    else:
+        for i in range(out.shape[0]):
+            out[i] = a[i] + b[i]
+    for j in range(2, ins.shape[0]):
+        v = _slot(vals, soff, batch, ins[j], m, sizes)
+        if mode == SUBTRACT:
+            for i in range(out.shape[0]):
+                out[i] -= v[i]
+        else:
+            for i in range(out.shape[0]):
+                out[i] += v[i]
+    if mode == MEAN:
+        _scale(out, out, out.dtype.type(1.0 / ins.shape[0]))
+
+
+@jit
+def _scale(dst, src, c):
+    """``dst = src · c`` elementwise (``c`` of the arrays' dtype)."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i] * c
+
+
+@jit
+def _add_to(dst, src):
+    """``dst = dst + src`` elementwise."""
+    for i in range(dst.shape[0]):
+        dst[i] = dst[i] + src[i]
+
+
+@jit(inline="always")
+def _give(gb, gset, soff, batch, s, m, sizes, d):
+    """``graph._add``: slot ``s``'s gradient becomes ``d``, or its gradient plus ``d``."""
+    g = _slot(gb, soff, batch, s, m, sizes)
+    if gset[s]:
+        _add_to(g, d)
+    else:
+        _copy(g, d)
+        gset[s] = True
+
+
+@jit
+def train_steps(x, y, order, batch, first, steps, ops, ins, sizes, soff, acts, fwd, bwd, woff, boff, wlen, blen, geo,
+                lat, sum_at, fused, loss_at, clip, lo, hi, optimizer, opt_at, opt_blocks, hyper, lrs, c1s, rc2s, count,
+                params, spare, s1, s2, s3, losses):
     """Steps ``first .. first + steps - 1`` of an epoch; returns ``(done, status, bad, params, spare)``.
 
     x (N, F) and y (N, O): the training set, each sample flat; ``order`` (N,): the epoch's order
-    of its rows; step ``s`` takes rows ``order[s·batch : (s+1)·batch]``. ``dims`` (L+1,): the
-    values per sample of the input and of each layer's output; ``geo`` (L, GEO): each layer's
-    kind (DENSE, CONV or POOL) and geometry (the columns named at the top); ``acts`` (L,):
-    activation codes (a dense layer's; LINEAR for the others, a convolution's ReLU is
-    ``geo[l, RELU]``, run inside its kernels), ``fwd`` and ``bwd`` (L,): the addresses of each
-    activated layer's activation kernels; ``lat`` (L, 2): a convolution's or max-pool's forward
+    of its rows; step ``s`` takes rows ``order[s·batch : (s+1)·batch]``.
+
+    The network is ``graph.Program``'s list of instructions over numbered value slots (slot 0:
+    the input), one row of ``ops`` (OPS columns) each: APPLY runs unit ``ops[o, UNIT]`` on slot
+    SRC into slot DST; ACC combines the NSRC slots ``ins[FROM:FROM + NSRC]`` into DST with MODE
+    (ADD, SUBTRACT, OVERWRITE or MEAN). The last op is an APPLY whose DST is the output. ``sizes``
+    (S,): the values per sample of each slot, ``soff`` (S,): where each slot's rows start, per
+    row of the batch, in the buffers of values, pre-activations and gradients.
+
+    A unit is a layer, or a layer of a feedback block: one set of params however many ops apply
+    it (their gradients summed in the order ``graph.run_backward`` sums them). Per unit: ``geo``
+    (U, GEO), its kind (DENSE, CONV or POOL) and geometry (the columns named at the top);
+    ``acts``: activation codes (a dense unit's; LINEAR for the others, a convolution's ReLU is
+    ``geo[u, RELU]``, run inside its kernels), ``fwd`` and ``bwd``: the addresses of each
+    activated unit's activation kernels; ``lat`` (U, 2): a convolution's or max-pool's forward
     and backward block bodies' addresses, ``sum_at``: ``conv_planes.sum_blocks``'s; ``woff``,
-    ``boff`` (L,): where each layer's weights and bias start in the flat params (``boff`` -1: no
-    bias); each kernel runs on the blocks that the layer's own call splits it into. ``fused``:
-    softmax and cross-entropy together from the last layer's logits
+    ``boff``, ``wlen``, ``blen``: where its weights and bias start in the flat params and their
+    lengths (``boff`` -1: no bias); each kernel runs on the blocks that the layer's own call
+    splits it into. ``fused``: softmax and cross-entropy together from the last op's logits
     (``objectives.softmax_cross_entropy`` at ``loss_at``); else the objective kernel at
     ``loss_at``, with ``clip`` to ``[lo, hi]``. ``optimizer`` (SGD, ADAM or RMSPROP, its kernel
     at ``opt_at``: the serial one if ``opt_blocks`` is 1, else its block body) with ``hyper`` (see
@@ -257,53 +332,53 @@ def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, bo
     (unless ``done`` is 0, or the status is PARAMS).
     """
     n, f = x.shape
-    layers = acts.shape[0]
+    nops, slots, units = ops.shape[0], sizes.shape[0], acts.shape[0]
     width = 0
-    total = 0
-    for l in range(layers + 1):
-        width = max(width, dims[l])
-        if l > 0:
-            total += dims[l]
-    # one batch of each value, as flat views of flat arrays: no allocation per step
-    zs, ys = np.empty(batch * total, x.dtype), np.empty(batch * total, x.dtype)
-    arg = np.empty(batch * total, np.int32)         # a max-pool's arg, where zs holds its output
-    xs, ts = np.empty(batch * f, x.dtype), np.empty(batch * y.shape[1], x.dtype)
-    ping, pong = np.empty(batch * width, x.dtype), np.empty(batch * width, x.dtype)
-    dzs = np.empty(batch * width, x.dtype)
-    grads = np.empty(params.shape[0], x.dtype)
-    scratch = np.empty(width, x.dtype)          # db of a layer without bias (computed, never used)
+    for s in range(slots):
+        width = max(width, sizes[s])
+    total = soff[slots - 1] + sizes[slots - 1]
+    out_slot = ops[nops - 1, DST]
+    # one batch of every slot's values, pre-activations (an activated unit's z), max-pool args
+    # and gradients, at the same places: no allocation per step
+    vals, zs, gs = np.empty(batch * total, x.dtype), np.empty(batch * total, x.dtype), np.empty(batch * total, x.dtype)
+    arg = np.empty(batch * total, np.int32)
+    ts = np.empty(batch * y.shape[1], x.dtype)
+    dzs, dxs = np.empty(batch * width, x.dtype), np.empty(batch * width, x.dtype)
+    grads, again = np.empty(params.shape[0], x.dtype), np.empty(params.shape[0], x.dtype)
+    scratch = np.empty(width, x.dtype)          # db of a dense unit without bias (computed, never used)
     no_bias = np.empty(0, x.dtype)
-    no_dx = np.empty((0, f), x.dtype)
-    offs = np.zeros(layers + 1, np.int64)
-    for l in range(layers):
-        offs[l + 1] = offs[l] + batch * dims[l + 1]
+    gset = np.zeros(slots, np.bool_)
+    done_u = np.zeros(units, np.bool_)
     for k in range(steps):
         start = (first + k) * batch
         m = min(batch, n - start)
-        xb = xs[:m * f].reshape((m, f))
         yb = ts[:m * y.shape[1]].reshape((m, y.shape[1]))
-        _gather(xb, x, order, start)
+        _gather(_slot(vals, soff, batch, 0, m, sizes).reshape((m, f)), x, order, start)
         _gather(yb, y, order, start)
-        # forward: each layer's output where backward finds it again (not activated: z itself)
-        h = xs[:m * f]
-        for l in range(layers):
-            u, i = dims[l + 1], dims[l]
-            z = zs[offs[l]:offs[l] + m * u]
-            if geo[l, KIND] == CONV:
-                _conv_forward(geo[l], h, params, woff[l], boff[l], no_bias, z, m, lat[l, 0])
-            elif geo[l, KIND] == POOL:
-                _pool_forward(geo[l], h, z, arg[offs[l]:offs[l] + m * u], m, lat[l, 0])
+        # forward: each op's output in its slot (an activated unit's z in zs, at the same place)
+        for o in range(nops):
+            dst = ops[o, DST]
+            out = _slot(vals, soff, batch, dst, m, sizes)
+            if ops[o, KIND_OP] == ACC:
+                _accumulate(ops[o, MODE], ins[ops[o, FROM]:ops[o, FROM] + ops[o, NSRC]], vals, soff, batch, m, sizes,
+                            out)
+                continue
+            u, src = ops[o, UNIT], ops[o, SRC]
+            h = _slot(vals, soff, batch, src, m, sizes)
+            activated = _activated(acts, u, fused, o == nops - 1)
+            z = _slot(zs, soff, batch, dst, m, sizes) if activated else out
+            if geo[u, KIND] == CONV:
+                _conv_forward(geo[u], h, params, woff[u], boff[u], no_bias, z, m, lat[u, 0])
+            elif geo[u, KIND] == POOL:
+                _pool_forward(geo[u], h, z, _slot(arg, soff, batch, dst, m, sizes), m, lat[u, 0])
             else:
-                w = params[woff[l]:woff[l] + u * i].reshape((u, i))
-                b = params[boff[l]:boff[l] + u] if boff[l] >= 0 else no_bias
-                _dense_forward(h.reshape((m, i)), w, b, z.reshape((m, u)))
-            if _activated(acts, l, fused):
-                a = ys[offs[l]:offs[l] + m * u]
-                call_at(fwd[l], (z.reshape((m, u)), a.reshape((m, u))), None)
-                h = a
-            else:
-                h = z
-        out = h.reshape((m, dims[layers]))
+                i, o_ = sizes[src], sizes[dst]
+                w = params[woff[u]:woff[u] + o_ * i].reshape((o_, i))
+                b = params[boff[u]:boff[u] + o_] if boff[u] >= 0 else no_bias
+                _dense_forward(h.reshape((m, i)), w, b, z.reshape((m, o_)))
+            if activated:
+                call_at(fwd[u], (z.reshape((m, sizes[dst])), out.reshape((m, sizes[dst]))), None)
+        out = _slot(vals, soff, batch, out_slot, m, sizes).reshape((m, sizes[out_slot]))
         if fused:
             loss, dout, _ = call_at(loss_at, (out, yb), (0.0, out, out))
         else:
@@ -311,37 +386,72 @@ def train_steps(x, y, order, batch, first, steps, dims, acts, fwd, bwd, woff, bo
         losses[k] = loss
         if not np.isfinite(loss):
             return k, LOSS, -1, params, spare
-        dy = dout.reshape(m * dims[layers])
-        # backward, last layer first; dx alternates between ping and pong
-        for l in range(layers - 1, -1, -1):
-            u, i = dims[l + 1], dims[l]
-            z = zs[offs[l]:offs[l] + m * u]
-            if _activated(acts, l, fused):
-                dz = dzs[:m * u]
-                call_at(bwd[l], (dy.reshape((m, u)), ys[offs[l]:offs[l] + m * u].reshape((m, u)), dz.reshape((m, u))),
-                        None)
+        # backward, last op first (``graph.run_backward``): an op whose output got no gradient
+        # is skipped; a slot's gradients and a unit's param gradients are summed as they arrive
+        gset[:] = False
+        done_u[:] = False
+        _copy(_slot(gs, soff, batch, out_slot, m, sizes), dout.reshape(m * sizes[out_slot]))
+        gset[out_slot] = True
+        for o in range(nops - 1, -1, -1):
+            dst = ops[o, DST]
+            if not gset[dst]:
+                continue
+            g = _slot(gs, soff, batch, dst, m, sizes)
+            if ops[o, KIND_OP] == ACC:
+                mode, many, at = ops[o, MODE], ops[o, NSRC], ops[o, FROM]
+                d = g
+                if mode == MEAN:
+                    d = dzs[:g.shape[0]]
+                    _scale(d, g, g.dtype.type(1.0 / many))
+                for j in range(many):
+                    s = ins[at + j]
+                    if s == 0 or (mode == OVERWRITE and j != many - 1):
+                        continue
+                    if mode == SUBTRACT and j == 1:
+                        d = dzs[:g.shape[0]]
+                        _scale(d, g, g.dtype.type(-1.0))
+                    _give(gs, gset, soff, batch, s, m, sizes, d)
+                continue
+            u, src = ops[o, UNIT], ops[o, SRC]
+            size, i = sizes[dst], sizes[src]
+            if _activated(acts, u, fused, o == nops - 1):
+                dz = dzs[:m * size]
+                call_at(bwd[u], (g.reshape((m, size)), _slot(vals, soff, batch, dst, m, sizes).reshape((m, size)),
+                                 dz.reshape((m, size))), None)
             else:
-                dz = dy
-            if l == 0:
-                h = xs[:m * f]
-            elif _activated(acts, l - 1, fused):
-                h = ys[offs[l - 1]:offs[l - 1] + m * i]
-            else:
-                h = zs[offs[l - 1]:offs[l - 1] + m * i]
-            need_dx = l > 0
-            dx = (ping if (layers - 1 - l) % 2 == 0 else pong)[:m * i if need_dx else 0]
-            if geo[l, KIND] == CONV:
-                _conv_backward(geo[l], dz, h, z, params, grads, woff[l], boff[l], need_dx, dx, m, lat[l, 1], sum_at)
-            elif geo[l, KIND] == POOL:
+                dz = g
+            need_dx = src != 0
+            into = need_dx and not gset[src]        # the first gradient of src: straight into its place
+            dx = (_slot(gs, soff, batch, src, m, sizes) if into else dxs[:m * i]) if need_dx else dxs[:0]
+            h = _slot(vals, soff, batch, src, m, sizes)
+            target = again if done_u[u] else grads      # a unit applied again: its gradients added after
+            if geo[u, KIND] == CONV:
+                _conv_backward(geo[u], dz, h, _slot(vals, soff, batch, dst, m, sizes), params, target, woff[u], boff[u],
+                               need_dx, dx, m, lat[u, 1], sum_at)
+            elif geo[u, KIND] == POOL:
                 if need_dx:
-                    _pool_backward(geo[l], dz, arg[offs[l]:offs[l] + m * u], dx, m, lat[l, 1])
+                    _pool_backward(geo[u], dz, _slot(arg, soff, batch, dst, m, sizes), dx, m, lat[u, 1])
             else:
-                w = params[woff[l]:woff[l] + u * i].reshape((u, i))
-                dw = grads[woff[l]:woff[l] + u * i].reshape((u, i))
-                db = grads[boff[l]:boff[l] + u] if boff[l] >= 0 else scratch[:u]
-                _dense_backward(dz.reshape((m, u)), h.reshape((m, i)), w, need_dx, dx.reshape((m, i)) if need_dx else no_dx,
-                                dw, db)
-            dy = dx
+                w = params[woff[u]:woff[u] + size * i].reshape((size, i))
+                dw = target[woff[u]:woff[u] + size * i].reshape((size, i))
+                db = target[boff[u]:boff[u] + size] if boff[u] >= 0 else scratch[:size]
+                _dense_backward(dz.reshape((m, size)), h.reshape((m, i)), w, need_dx,
+                                dx.reshape((m if need_dx else 0, i)), dw, db)
+            if done_u[u]:
+                _add_to(grads[woff[u]:woff[u] + wlen[u]], again[woff[u]:woff[u] + wlen[u]])
+                if boff[u] >= 0:
+                    _add_to(grads[boff[u]:boff[u] + blen[u]], again[boff[u]:boff[u] + blen[u]])
+            done_u[u] = True
+            if need_dx:
+                if into:
+                    gset[src] = True
+                else:
+                    _add_to(_slot(gs, soff, batch, src, m, sizes), dx)
+        for u in range(units):          # a unit no gradient reached: zeros, as run_backward gives it
+            if not done_u[u] and woff[u] >= 0:
+                grads[woff[u]:woff[u] + wlen[u]] = 0.0
+                if boff[u] >= 0:
+                    grads[boff[u]:boff[u] + blen[u]] = 0.0
         # the update, into a copy: the params before it stay as they were
         _copy(spare, params)
         _update(optimizer, opt_at, opt_blocks, spare, grads, s1, s2, s3, lrs[k], hyper, count + k == 0, c1s[k], rc2s[k])
