@@ -1,19 +1,23 @@
-"""Many training steps in one compiled call, for a plain chain of dense, convolution and max-pool
-layers.
+"""Many training steps in one compiled call, for networks of dense, convolution and max-pool
+layers, with skips, loopbacks and feedback blocks.
 
 ``learn``'s step loop costs, at batch 1, about 150 us a step, nearly all of it Python: walking
 the program and the param trees, allocating small arrays, checking every leaf. The kernels of
 a small dense network take a few microseconds; those of the benchmark's MLP (784-256-128-10) at
 batch 32 about 0.4 ms, and its epoch took 2.0 s step by step against 1.0 s in the chain; the
-quickstart CNN's step 0.89 -> 0.61 ms, tiny3conv's 0.82 -> 0.25 ms.
-``plan(net, batch, n)`` gives a ``Runner`` when the network is a plain chain (no skips, loops,
-blocks or dropout) of dense layers whose activations run as one block (below
-``activations.PARALLEL_MIN`` elements: the chain runs them whole), stride-1 convolutions with a
-ReLU or no activation, by direct loops or GEMM (``kernels/conv.py``'s table), and max-pools, the
-last layer dense; else None. ``Runner.run`` then does a chunk of an epoch's steps in
-``kernels/chain.py``, which calls the very kernels the general path calls (their own machine
-code, on arguments of the same types, split into the same blocks): the params, optimizer state
-and losses are bit for bit those of the general path.
+quickstart CNN's step 0.89 -> 0.61 ms, tiny3conv's 0.82 -> 0.25 ms, the loopback CNN's epoch
+(``loop``) 3.8 -> 3.2 s and the feedback block's 2.97 -> 2.27 s.
+``plan(net, batch, n)`` gives a ``Runner`` when every layer (and every layer of a feedback block)
+is a dense layer whose activation runs as one block (below ``activations.PARALLEL_MIN``
+elements: the chain runs it whole), a stride-1 convolution with a ReLU or no activation, by
+direct loops or GEMM (``kernels/conv.py``'s table), or a max-pool, without dropout; skips and
+loops accumulate by add, subtract, overwrite or mean, with exact gradients (no loop ``scale``,
+no ``coupling="mean"``); the program's last op applies a dense layer; else None.
+``Runner.run`` then does a chunk of an epoch's steps in ``kernels/chain.py``, which runs the
+program's ops (``graph.py``) with the very kernels the general path calls (their own machine
+code, on arguments of the same types, split into the same blocks), and sums gradients in the
+order ``graph.run_backward`` does: the params, optimizer state and losses are bit for bit those
+of the general path.
 
 Between chunks (``Runner.chunk`` steps, about 50 ms of work at most) control is back in Python,
 so Ctrl-C and a progress bar work as they do step by step.

@@ -1,7 +1,7 @@
-"""The compiled step loop of plain chains of dense, convolution and max-pool layers
-(``neurons/_fused.py``, ``kernels/chain.py``): bit for bit the general path's params, optimizer
-state and loss totals, for every activation, objective and optimizer, each convolution
-implementation and max-pool kernel; the networks it must leave to the general path; non-finite
+"""The compiled step loop of networks of dense, convolution and max-pool layers with skips,
+loopbacks and feedback blocks (``neurons/_fused.py``, ``kernels/chain.py``): bit for bit the
+general path's params, optimizer state and loss totals, for every activation, objective and
+optimizer, each convolution implementation and max-pool kernel, each accumulation mode it runs; the networks it must leave to the general path; non-finite
 losses and params stop it where ``learn`` stops."""
 import os
 from typing import NamedTuple
