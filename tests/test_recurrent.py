@@ -6,7 +6,7 @@ import pytest
 
 import neurons
 from neurons import _tree
-from neurons.kernels import recurrent as krec
+from neurons.kernels import recurrent as krec, tiles
 from neurons.layers import Convolution, Dense, Recurrent
 
 from . import gradcheck
@@ -228,15 +228,15 @@ def test_products_in_tiles(dtype):
             want = {"add": c + product, "set": product, "set_at": product, "bias": init + product}[kind]
             before = big_c.copy()
             if kind == "bias":
-                krec._matmul_bias(a, b, c, init)
+                tiles.matmul_bias(a, b, c, init)
             else:
-                {"add": krec._matmul_add, "set": krec._matmul_set, "set_at": krec._matmul_set_at}[kind](a, b, c)
+                {"add": tiles.matmul_add, "set": tiles.matmul_set, "set_at": tiles.matmul_set_at}[kind](a, b, c)
             np.testing.assert_allclose(c, want, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10 * np.sqrt(depth))
             mask = np.ones(big_c.shape, bool)
             mask[1:m + 1, 0] = False
             assert np.array_equal(big_c[mask], before[mask])     # nothing outside c written
     with pytest.raises(ValueError, match="rows must be contiguous"):
-        krec._matmul_add(np.zeros((4, 6), dtype)[:, ::2], np.zeros((3, 5), dtype), np.zeros((4, 5), dtype))
+        tiles.matmul_add(np.zeros((4, 6), dtype)[:, ::2], np.zeros((3, 5), dtype), np.zeros((4, 5), dtype))
 
 
 def test_images_as_sequences():

@@ -15,7 +15,7 @@ samples (they do not interact, so the threads never wait for each other inside t
 two parallel launches a training step, one forward and one backward. Each step's input sits
 beside the previous step's output in ``xh (N, T, F + H)``, ``[x_t, h_{t-1}]`` (``h_{-1} = 0``).
 Forward, a block projects its samples' every step in one GEMM, ``x W_ih^T + b`` (both biases
-folded in where they add), then per step adds ``h_{t-1} W_hh^T`` (``_matmul_add``, over the
+folded in where they add), then per step adds ``h_{t-1} W_hh^T`` (``matmul_add``, over the
 block's samples) and applies the gates. Backward runs the steps in reverse, writing each step's
 gate gradients ``dg`` and ``dh_{t-1} = dg_t W_hh``; then, one GEMM each, ``dx = dg W_ih`` and
 its share of the weights' gradient ``dg^T [x, h_prev]`` (``dW_ih`` and ``dW_hh`` side by side),
@@ -31,12 +31,13 @@ import math
 import llvmlite.ir as ir
 import numpy as np
 from numba import types
-from numba.core import cgutils, config
+from numba.core import config
 from numba.extending import intrinsic, overload
 
 from ._blocks import block_count, parallel
 from ._config import FASTMATH, jit, span
 from .blas import gemm
+from .tiles import matmul_add, matmul_bias, matmul_set, matmul_set_at
 
 RNN, LSTM, GRU = 0, 1, 2
 GATES = (1, 4, 3)
@@ -150,201 +151,6 @@ if config.DISABLE_JIT:
         return np.array(bits, np.int64).astype(np.uint32).view(np.float32)[()]
 
 
-# ----------------------------------------------------------------------------- products
-# The per-step products, ``h_{t-1} W_hh^T`` forward and ``dg_t W_hh`` backward, are a few rows
-# (16 at batch 32 on two threads) against the same weights every step. A BLAS GEMM packs the
-# weights into its own layout on every call, which at these sizes costs about as much as the
-# product: OpenBLAS here gave 12-18 GFLOP/s at 32 x 512 x 128 and 9-11 at 32 x 128 x 512, where a
-# plain vectorised loop gave 14 and 10 and the register tiles below 20-23 (same machine, same
-# hour; on a quieter hour, 30-37 at 16 x 512 x 128 and 16 x 128 x 512, against OpenBLAS's 25 a
-# thread on a 2048^3 product). They also take a block's share of the weights' gradient,
-# ``dg^T [x, h_prev]`` (``G·H x (nb·T) x (F + H)``, ``dg`` read transposed): 27-31 GFLOP/s at every
-# batch size, where OpenBLAS's transposed product gave 11.
-
-_TILE_ROWS = 6
-# the depth taken at a time: a deep product (the weights' gradient over a block's every step)
-# runs in slices whose share of both operands stays in the L1 cache (3584 deep, batch 128 on one
-# thread: 7.7 GFLOP/s in one slice, 27 in slices of 256, 32.5 in slices of 64)
-_DEPTH = 64
-# what a tile does with ``c``: adds its product, sets ``c`` to it, or sets ``c`` to ``init``
-# (a row, the bias) plus it: no pass over ``c`` beforehand to clear it or fill in the bias
-ADD, SET, SET_INIT = 0, 1, 2
-
-
-@intrinsic
-def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
-    """``c[i:i+rows, j:j+2V] (+)= op(a)[i:i+rows, :depth] @ b[:depth, j:j+2V]`` with ``V`` the
-    elements of a 32-byte vector (8 float32, 4 float64), ``rows`` a literal 1..6, ``op(a)`` ``a``
-    or, when the literal ``ta`` is true, ``a.T``, and the literal ``mode`` ``ADD`` (``+=``),
-    ``SET`` (``=``) or ``SET_INIT`` (``= init[j:j+2V] +``, ``init`` 1-D). The accumulators (up to
-    6 x 2 vectors) stay in registers while ``k`` runs, each step two vector loads of ``b``'s row
-    ``k``, a broadcast of each row's ``op(a)[., k]`` and one fused multiply-add per accumulator.
-    The 2-D arrays are of one float dtype with contiguous rows (any row stride: ``_products``
-    checks)."""
-    arrays = (a, b, c)
-    if not (all(isinstance(t, types.Array) and t.ndim == 2 for t in arrays)
-            and isinstance(init, types.Array) and init.ndim == 1
-            and c.dtype in (types.float32, types.float64) and a.dtype == b.dtype == c.dtype == init.dtype
-            and isinstance(rows, types.IntegerLiteral) and 1 <= rows.literal_value <= _TILE_ROWS
-            and isinstance(ta, types.BooleanLiteral)
-            and isinstance(mode, types.IntegerLiteral) and mode.literal_value in (ADD, SET, SET_INIT)):
-        return None
-    n_rows, transposed, how = rows.literal_value, ta.literal_value, mode.literal_value
-    signature = types.void(a, b, c, init, i, j, depth, rows, ta, mode)
-
-    def codegen(context, builder, sig, args):
-        fty = context.get_value_type(c.dtype)
-        size = context.get_abi_sizeof(fty)
-        width = 32 // size
-        vty = ir.VectorType(fty, width)
-        intp = context.get_value_type(types.intp)
-        a_arr, b_arr, c_arr = (context.make_array(t)(context, builder, v) for t, v in zip(arrays, args[:3]))
-        init_arr = context.make_array(init)(context, builder, args[3])
-        i0, j0, depth_v = (context.cast(builder, v, t, types.intp) for v, t in zip(args[4:7], sig.args[4:7]))
-        i8p = ir.IntType(8).as_pointer()
-
-        def const(v):
-            return ir.Constant(intp, v)
-
-        def address(ary, row, col, ty):
-            stride = cgutils.unpack_tuple(builder, ary.strides)[0]
-            offset = builder.add(builder.mul(row, stride), builder.mul(col, const(size)))
-            return builder.bitcast(builder.gep(builder.bitcast(ary.data, i8p), [offset]), ty.as_pointer())
-
-        def column(v):
-            return builder.add(j0, const(v * width))
-
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
-                                             f"llvm.fma.v{width}f{8 * size}")
-        undef = ir.Constant(vty, ir.Undefined)
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
-        if how == SET_INIT:
-            starts = []
-            for v in range(2):
-                offset = builder.mul(column(v), cgutils.unpack_tuple(builder, init_arr.strides)[0])
-                p = builder.bitcast(builder.gep(builder.bitcast(init_arr.data, i8p), [offset]), vty.as_pointer())
-                starts.append(builder.load(p, align=size))
-        else:
-            starts = [ir.Constant(vty, [ir.Constant(fty, 0.0)] * width)] * 2
-        acc = [[cgutils.alloca_once_value(builder, starts[v]) for v in range(2)] for _ in range(n_rows)]
-        with cgutils.for_range(builder, depth_v) as loop:
-            k = loop.index
-            bk = [builder.load(address(b_arr, k, column(v), vty), align=size) for v in range(2)]
-            for r in range(n_rows):
-                row = builder.add(i0, const(r))
-                x = builder.load(address(a_arr, k, row, fty) if transposed else address(a_arr, row, k, fty))
-                xs = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0)),
-                                            undef, splat)
-                for v in range(2):
-                    builder.store(builder.call(fma, [xs, bk[v], builder.load(acc[r][v])]), acc[r][v])
-        for r in range(n_rows):
-            for v in range(2):
-                p = address(c_arr, builder.add(i0, const(r)), column(v), vty)
-                value = builder.load(acc[r][v])
-                if how == ADD:
-                    value = builder.fadd(builder.load(p, align=size), value)
-                builder.store(value, p, align=size)
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-if config.DISABLE_JIT:
-    def _tile(a, b, c, init, i, j, depth, rows, ta, mode):     # noqa: F811
-        cols = 2 * (32 // c.itemsize)
-        ai = a[:depth, i:i + rows].T if ta else a[i:i + rows, :depth]
-        product = ai @ b[:depth, j:j + cols]
-        if mode == ADD:
-            c[i:i + rows, j:j + cols] += product
-        else:
-            c[i:i + rows, j:j + cols] = product + (init[j:j + cols] if mode == SET_INIT else 0)
-
-
-@jit
-def _strided(x):
-    return x.shape[1] > 1 and x.strides[1] != x.itemsize
-
-
-@jit
-def _slice(a, b, c, init, ta, mode):
-    """``c (+)= op(a) @ b`` over the tiled columns, in tiles (see ``_tile``) of 6 rows, then one of
-    4 and single rows for what is left (each tile size is compiled apart: three keep the
-    compilation short, and 16 or 64 rows, a block at batch 32 or 128, need no single rows)."""
-    m, n = c.shape
-    depth = b.shape[0]
-    cols = 2 * (32 // c.itemsize)
-    full = m - m % _TILE_ROWS
-    four = full + 4 if m - full >= 4 else full
-    for j in range(0, n - n % cols, cols):
-        for i in range(0, full, _TILE_ROWS):
-            _tile(a, b, c, init, i, j, depth, 6, ta, mode)
-        if four > full:
-            _tile(a, b, c, init, full, j, depth, 4, ta, mode)
-        for i in range(four, m):
-            _tile(a, b, c, init, i, j, depth, 1, ta, mode)
-
-
-@jit
-def _products(a, b, c, init, ta, mode):
-    """``c (+)= op(a) @ b`` for ``op(a) (m, k)`` (``a``, or ``a.T`` with the literal ``ta``),
-    ``b (k, n)`` and ``c (m, n)``, each with contiguous rows (any row stride), ``mode`` as
-    ``_tile``'s: tiles of 6 rows (see ``_slice``) and 2 vectors, a column panel of ``b`` at a
-    time (it stays in the L1 cache while the row tiles pass), leftover columns in a plain loop;
-    with ``ta`` (the weights' gradient, deep) the depth in slices of ``_DEPTH``, the first with
-    ``mode``, the others adding. Each element of ``c`` gets the same chain of fused multiply-adds
-    over ``k`` whichever tile it falls in, so a row's result does not depend on the rows beside
-    it."""
-    depth, n = b.shape
-    m = a.shape[1] if ta else a.shape[0]
-    if (a.shape[0] if ta else a.shape[1]) != depth or c.shape[0] != m or c.shape[1] != n:
-        raise ValueError("_products: shapes do not match")
-    if _strided(a) or _strided(b) or _strided(c):
-        raise ValueError("_products: rows must be contiguous")
-    if ta:
-        for k0 in range(0, max(depth, 1), _DEPTH):
-            k1 = min(depth, k0 + _DEPTH)
-            if k0 == 0:
-                _slice(a[k0:k1], b[k0:k1], c, init, ta, mode)
-            else:
-                _slice(a[k0:k1], b[k0:k1], c, init, ta, ADD)
-    else:
-        _slice(a, b, c, init, ta, mode)
-    n_tiled = n - n % (2 * (32 // c.itemsize))
-    for i in range(m):
-        ci = c[i]
-        if mode != ADD:
-            for j in range(n_tiled, n):
-                ci[j] = init[j] if mode == SET_INIT else 0.0
-        for k in range(depth):
-            x, bk = (a[k, i] if ta else a[i, k]), b[k]
-            for j in range(n_tiled, n):
-                ci[j] += x * bk[j]
-
-
-@jit
-def _matmul_add(a, b, c):
-    """``c += a @ b`` (see ``_products``)."""
-    _products(a, b, c, np.empty(0, c.dtype), False, ADD)
-
-
-@jit
-def _matmul_set(a, b, c):
-    """``c = a @ b`` (see ``_products``)."""
-    _products(a, b, c, np.empty(0, c.dtype), False, SET)
-
-
-@jit
-def _matmul_set_at(a, b, c):
-    """``c = a.T @ b`` (see ``_products``)."""
-    _products(a, b, c, np.empty(0, c.dtype), True, SET)
-
-
-@jit
-def _matmul_bias(a, b, c, init):
-    """``c = init + a @ b``, ``init`` a row (see ``_products``)."""
-    _products(a, b, c, init, False, SET_INIT)
-
-
 # ----------------------------------------------------------------------------- forward bodies
 # The gate loops are short, one array in and one out where they can be: LLVM vectorises a loop
 # only when it can rule out, by a few run-time checks, that the arrays it writes overlap those it
@@ -391,7 +197,7 @@ def _inputs(xh, xh2, w_it, b, gates2, c0, c1, t, chunk):
         a, g = xh2[c0 * steps:c1 * steps, :w_it.shape[0]], gates2[c0 * steps:c1 * steps]
     else:
         a, g = xh[c0:c1, t, :w_it.shape[0]], gates2[c0:c1]
-    _matmul_bias(a, w_it, g, b)
+    matmul_bias(a, w_it, g, b)
 
 
 @jit
@@ -433,7 +239,7 @@ def _rnn_forward_body(blk, blocks, chunk, xh, xh2, hs, w_it, w_t, b, gates, gate
         for t in range(steps):
             _inputs(xh, xh2, w_it, b, gates2, c0, c1, t, chunk)
             if t > 0:
-                _matmul_set(hs[c0:c1, t % hs.shape[1], f:f + n_h], w_t, hw[c0:c1])
+                matmul_set(hs[c0:c1, t % hs.shape[1], f:f + n_h], w_t, hw[c0:c1])
             kg, kh = t % gates.shape[1], (t + 1) % hs.shape[1]
             for n in range(c0, c1):
                 row = gates[n, kg]
@@ -474,7 +280,7 @@ def _lstm_forward_body(blk, blocks, chunk, xh, xh2, hs, w_it, w_t, b, gates, gat
         for t in range(steps):
             _inputs(xh, xh2, w_it, b, gates2, c0, c1, t, chunk)
             if t > 0:
-                _matmul_set(hs[c0:c1, t % hs.shape[1], f:f + n_h], w_t, hw[c0:c1])
+                matmul_set(hs[c0:c1, t % hs.shape[1], f:f + n_h], w_t, hw[c0:c1])
             kg, kt, kh = t % gates.shape[1], t % tc.shape[1], (t + 1) % hs.shape[1]
             kc, kc1 = t % cs.shape[1], (t + 1) % cs.shape[1]
             for n in range(c0, c1):
@@ -519,7 +325,7 @@ def _gru_forward_body(blk, blocks, chunk, xh, xh2, hs, w_it, w_t, b, b_hh, gates
             kg, ka, kp, kh = t % gates.shape[1], t % gh.shape[1], t % hs.shape[1], (t + 1) % hs.shape[1]
             ghb = gh[c0:c1, ka]
             if t > 0:
-                _matmul_set(hs[c0:c1, kp, f:f + n_h], w_t, ghb)
+                matmul_set(hs[c0:c1, kp, f:f + n_h], w_t, ghb)
             else:
                 ghb[:] = 0.0
             for n in range(c0, c1):
@@ -586,7 +392,7 @@ def _weights(dg2, xh2, w_ih, blk, lo, hi, steps, need_dx, dx2, pw, pb):
     ``dx``, and its share of the weights' gradient, ``pw[blk] = dg^T [x, h_prev]``, ``dW_ih`` and
     ``dW_hh`` side by side in one product over ``xh``'s rows (padded to whole tiles)."""
     rows = slice(lo * steps, hi * steps)
-    _matmul_set_at(dg2[rows], xh2[rows], pw[blk])
+    matmul_set_at(dg2[rows], xh2[rows], pw[blk])
     _dx_and_biases(dg2[rows], dg2[rows], True, w_ih, blk, need_dx, dx2[rows], pb)
 
 
@@ -619,7 +425,7 @@ def _rnn_backward_body(blk, blocks, dy, xh, xh2, w_ih, w_hh, gates, dg, dg2, dh,
             for j in range(d.shape[0]):
                 out[j] = d[j] * (one - h[j] * h[j])
         if t > 0:
-            _matmul_set(dg[lo:hi, t], w_hh, dh[lo:hi])
+            matmul_set(dg[lo:hi, t], w_hh, dh[lo:hi])
     _weights(dg2, xh2, w_ih, blk, lo, hi, xh.shape[1], need_dx, dx2, pw, pb)
 
 
@@ -659,7 +465,7 @@ def _lstm_backward_body(blk, blocks, dy, xh, xh2, w_ih, w_hh, gates, cs, tc, dg,
         for n in range(lo, hi):
             _lstm_cell_backward(gates[n, t], cs[n, t], tc[n, t], dh[n], dc[n], dg[n, t])
         if t > 0:
-            _matmul_set(dg[lo:hi, t], w_hh, dh[lo:hi])
+            matmul_set(dg[lo:hi, t], w_hh, dh[lo:hi])
     _weights(dg2, xh2, w_ih, blk, lo, hi, xh.shape[1], need_dx, dx2, pw, pb)
 
 
@@ -702,7 +508,7 @@ def _gru_backward_body(blk, blocks, dy, xh, xh2, w_ih, w_hh, gates, gh, dgi, dgi
         for n in range(lo, hi):
             _gru_cell_backward(gates[n, t], gh[n, t], xh[n, t, f:f + w_hh.shape[1]], dh[n], dgi[n, t], dgh[n, t])
         if t > 0:
-            _matmul_add(dgh[lo:hi, t], w_hh, dh[lo:hi])
+            matmul_add(dgh[lo:hi, t], w_hh, dh[lo:hi])
     _weights_gru(dgi2, dgh2, xh2, w_ih, w_hh.shape[1], blk, lo, hi, xh.shape[1], need_dx, dx2, pw, pb)
 
 

@@ -1,0 +1,208 @@
+"""Register-tiled matrix products for the few-row and the oddly shaped products where a BLAS call
+costs about as much as the work (the recurrent layers' per-step products, the convolutions'
+im2col products with few filters or channels): ``c (+)= op(a) @ b`` in tiles whose accumulators
+stay in vector registers, every element of ``c`` the same chain of fused multiply-adds over the
+depth whichever tile it falls in.
+
+"""
+import llvmlite.ir as ir
+import numpy as np
+from numba import types
+from numba.core import cgutils, config
+from numba.extending import intrinsic
+
+from ._config import jit
+
+# ----------------------------------------------------------------------------- products
+# The per-step products, ``h_{t-1} W_hh^T`` forward and ``dg_t W_hh`` backward, are a few rows
+# (16 at batch 32 on two threads) against the same weights every step. A BLAS GEMM packs the
+# weights into its own layout on every call, which at these sizes costs about as much as the
+# product: OpenBLAS here gave 12-18 GFLOP/s at 32 x 512 x 128 and 9-11 at 32 x 128 x 512, where a
+# plain vectorised loop gave 14 and 10 and the register tiles below 20-23 (same machine, same
+# hour; on a quieter hour, 30-37 at 16 x 512 x 128 and 16 x 128 x 512, against OpenBLAS's 25 a
+# thread on a 2048^3 product). They also take a block's share of the weights' gradient,
+# ``dg^T [x, h_prev]`` (``G·H x (nb·T) x (F + H)``, ``dg`` read transposed): 27-31 GFLOP/s at every
+# batch size, where OpenBLAS's transposed product gave 11.
+
+_TILE_ROWS = 6
+# the depth taken at a time: a deep product (the weights' gradient over a block's every step)
+# runs in slices whose share of both operands stays in the L1 cache (3584 deep, batch 128 on one
+# thread: 7.7 GFLOP/s in one slice, 27 in slices of 256, 32.5 in slices of 64)
+_DEPTH = 64
+# what a tile does with ``c``: adds its product, sets ``c`` to it, or sets ``c`` to ``init``
+# (a row, the bias) plus it: no pass over ``c`` beforehand to clear it or fill in the bias
+ADD, SET, SET_INIT = 0, 1, 2
+
+
+@intrinsic
+def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
+    """``c[i:i+rows, j:j+2V] (+)= op(a)[i:i+rows, :depth] @ b[:depth, j:j+2V]`` with ``V`` the
+    elements of a 32-byte vector (8 float32, 4 float64), ``rows`` a literal 1..6, ``op(a)`` ``a``
+    or, when the literal ``ta`` is true, ``a.T``, and the literal ``mode`` ``ADD`` (``+=``),
+    ``SET`` (``=``) or ``SET_INIT`` (``= init[j:j+2V] +``, ``init`` 1-D). The accumulators (up to
+    6 x 2 vectors) stay in registers while ``k`` runs, each step two vector loads of ``b``'s row
+    ``k``, a broadcast of each row's ``op(a)[., k]`` and one fused multiply-add per accumulator.
+    The 2-D arrays are of one float dtype with contiguous rows (any row stride: ``_products``
+    checks)."""
+    arrays = (a, b, c)
+    if not (all(isinstance(t, types.Array) and t.ndim == 2 for t in arrays)
+            and isinstance(init, types.Array) and init.ndim == 1
+            and c.dtype in (types.float32, types.float64) and a.dtype == b.dtype == c.dtype == init.dtype
+            and isinstance(rows, types.IntegerLiteral) and 1 <= rows.literal_value <= _TILE_ROWS
+            and isinstance(ta, types.BooleanLiteral)
+            and isinstance(mode, types.IntegerLiteral) and mode.literal_value in (ADD, SET, SET_INIT)):
+        return None
+    n_rows, transposed, how = rows.literal_value, ta.literal_value, mode.literal_value
+    signature = types.void(a, b, c, init, i, j, depth, rows, ta, mode)
+
+    def codegen(context, builder, sig, args):
+        fty = context.get_value_type(c.dtype)
+        size = context.get_abi_sizeof(fty)
+        width = 32 // size
+        vty = ir.VectorType(fty, width)
+        intp = context.get_value_type(types.intp)
+        a_arr, b_arr, c_arr = (context.make_array(t)(context, builder, v) for t, v in zip(arrays, args[:3]))
+        init_arr = context.make_array(init)(context, builder, args[3])
+        i0, j0, depth_v = (context.cast(builder, v, t, types.intp) for v, t in zip(args[4:7], sig.args[4:7]))
+        i8p = ir.IntType(8).as_pointer()
+
+        def const(v):
+            return ir.Constant(intp, v)
+
+        def address(ary, row, col, ty):
+            stride = cgutils.unpack_tuple(builder, ary.strides)[0]
+            offset = builder.add(builder.mul(row, stride), builder.mul(col, const(size)))
+            return builder.bitcast(builder.gep(builder.bitcast(ary.data, i8p), [offset]), ty.as_pointer())
+
+        def column(v):
+            return builder.add(j0, const(v * width))
+
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 3),
+                                             f"llvm.fma.v{width}f{8 * size}")
+        undef = ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+        if how == SET_INIT:
+            starts = []
+            for v in range(2):
+                offset = builder.mul(column(v), cgutils.unpack_tuple(builder, init_arr.strides)[0])
+                p = builder.bitcast(builder.gep(builder.bitcast(init_arr.data, i8p), [offset]), vty.as_pointer())
+                starts.append(builder.load(p, align=size))
+        else:
+            starts = [ir.Constant(vty, [ir.Constant(fty, 0.0)] * width)] * 2
+        acc = [[cgutils.alloca_once_value(builder, starts[v]) for v in range(2)] for _ in range(n_rows)]
+        with cgutils.for_range(builder, depth_v) as loop:
+            k = loop.index
+            bk = [builder.load(address(b_arr, k, column(v), vty), align=size) for v in range(2)]
+            for r in range(n_rows):
+                row = builder.add(i0, const(r))
+                x = builder.load(address(a_arr, k, row, fty) if transposed else address(a_arr, row, k, fty))
+                xs = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0)),
+                                            undef, splat)
+                for v in range(2):
+                    builder.store(builder.call(fma, [xs, bk[v], builder.load(acc[r][v])]), acc[r][v])
+        for r in range(n_rows):
+            for v in range(2):
+                p = address(c_arr, builder.add(i0, const(r)), column(v), vty)
+                value = builder.load(acc[r][v])
+                if how == ADD:
+                    value = builder.fadd(builder.load(p, align=size), value)
+                builder.store(value, p, align=size)
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+if config.DISABLE_JIT:
+    def _tile(a, b, c, init, i, j, depth, rows, ta, mode):     # noqa: F811
+        cols = 2 * (32 // c.itemsize)
+        ai = a[:depth, i:i + rows].T if ta else a[i:i + rows, :depth]
+        product = ai @ b[:depth, j:j + cols]
+        if mode == ADD:
+            c[i:i + rows, j:j + cols] += product
+        else:
+            c[i:i + rows, j:j + cols] = product + (init[j:j + cols] if mode == SET_INIT else 0)
+
+
+@jit
+def _strided(x):
+    return x.shape[1] > 1 and x.strides[1] != x.itemsize
+
+
+@jit
+def _slice(a, b, c, init, ta, mode):
+    """``c (+)= op(a) @ b`` over the tiled columns, in tiles (see ``_tile``) of 6 rows, then one of
+    4 and single rows for what is left (each tile size is compiled apart: three keep the
+    compilation short, and 16 or 64 rows, a block at batch 32 or 128, need no single rows)."""
+    m, n = c.shape
+    depth = b.shape[0]
+    cols = 2 * (32 // c.itemsize)
+    full = m - m % _TILE_ROWS
+    four = full + 4 if m - full >= 4 else full
+    for j in range(0, n - n % cols, cols):
+        for i in range(0, full, _TILE_ROWS):
+            _tile(a, b, c, init, i, j, depth, 6, ta, mode)
+        if four > full:
+            _tile(a, b, c, init, full, j, depth, 4, ta, mode)
+        for i in range(four, m):
+            _tile(a, b, c, init, i, j, depth, 1, ta, mode)
+
+
+@jit
+def _products(a, b, c, init, ta, mode):
+    """``c (+)= op(a) @ b`` for ``op(a) (m, k)`` (``a``, or ``a.T`` with the literal ``ta``),
+    ``b (k, n)`` and ``c (m, n)``, each with contiguous rows (any row stride), ``mode`` as
+    ``_tile``'s: tiles of 6 rows (see ``_slice``) and 2 vectors, a column panel of ``b`` at a
+    time (it stays in the L1 cache while the row tiles pass), leftover columns in a plain loop;
+    with ``ta`` (the weights' gradient, deep) the depth in slices of ``_DEPTH``, the first with
+    ``mode``, the others adding. Each element of ``c`` gets the same chain of fused multiply-adds
+    over ``k`` whichever tile it falls in, so a row's result does not depend on the rows beside
+    it."""
+    depth, n = b.shape
+    m = a.shape[1] if ta else a.shape[0]
+    if (a.shape[0] if ta else a.shape[1]) != depth or c.shape[0] != m or c.shape[1] != n:
+        raise ValueError("_products: shapes do not match")
+    if _strided(a) or _strided(b) or _strided(c):
+        raise ValueError("_products: rows must be contiguous")
+    if ta:
+        for k0 in range(0, max(depth, 1), _DEPTH):
+            k1 = min(depth, k0 + _DEPTH)
+            if k0 == 0:
+                _slice(a[k0:k1], b[k0:k1], c, init, ta, mode)
+            else:
+                _slice(a[k0:k1], b[k0:k1], c, init, ta, ADD)
+    else:
+        _slice(a, b, c, init, ta, mode)
+    n_tiled = n - n % (2 * (32 // c.itemsize))
+    for i in range(m):
+        ci = c[i]
+        if mode != ADD:
+            for j in range(n_tiled, n):
+                ci[j] = init[j] if mode == SET_INIT else 0.0
+        for k in range(depth):
+            x, bk = (a[k, i] if ta else a[i, k]), b[k]
+            for j in range(n_tiled, n):
+                ci[j] += x * bk[j]
+
+
+@jit
+def matmul_add(a, b, c):
+    """``c += a @ b`` (see ``_products``)."""
+    _products(a, b, c, np.empty(0, c.dtype), False, ADD)
+
+
+@jit
+def matmul_set(a, b, c):
+    """``c = a @ b`` (see ``_products``)."""
+    _products(a, b, c, np.empty(0, c.dtype), False, SET)
+
+
+@jit
+def matmul_set_at(a, b, c):
+    """``c = a.T @ b`` (see ``_products``)."""
+    _products(a, b, c, np.empty(0, c.dtype), True, SET)
+
+
+@jit
+def matmul_bias(a, b, c, init):
+    """``c = init + a @ b``, ``init`` a row (see ``_products``)."""
+    _products(a, b, c, init, False, SET_INIT)
