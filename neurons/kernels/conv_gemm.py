@@ -30,7 +30,7 @@ from ._config import jit, span
 from .blas import gemm
 from .conv_planes import (at, copy_out, pad_plane, padded_length, stride1_forward, sum_blocks, unpad,
                           unpad_plane, widen, widen_plane)
-from .tiles import matmul_set
+from .tiles import SET, products
 
 
 @jit
@@ -79,7 +79,7 @@ def _forward_gemm_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
         for ch in range(c):
             pad_plane(x[s, ch], xps[ch], ph, pw)
         _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
-        matmul_set(k2, cols, out)
+        products(k2, cols, out, b[:0], False, SET)
         for q in range(f):
             copy_out(out[q], y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
 
@@ -104,7 +104,7 @@ def _scatter_gemm_flat_body(blk, blocks, dyw, kt, kh, kw, dh, dw, wp, dxp):
     cols = np.empty((kt.shape[0], length), dyw.dtype)
     lo, hi = span(blk, blocks, n)
     for s in range(lo, hi):
-        matmul_set(kt, dyw[s], cols)
+        products(kt, dyw[s], cols, kt[0, :0], False, SET)
         _col2im(cols, dxp[s], kh, kw, wp, (dh, dw), length)
 
 
@@ -155,7 +155,7 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
         else:
             gemm(False, True, 1.0, dyw, cols, 1.0, dk)
         if need_dx:
-            matmul_set(kt, dyw, dcols)
+            products(kt, dyw, dcols, kt[0, :0], False, SET)
             dxps[:] = dy.dtype.type(0.0)
             _col2im(dcols, dxps, kh, kw, wp, (dh, dw), length)
             for ch in range(c):

@@ -42,7 +42,7 @@ def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
     ``SET`` (``=``) or ``SET_INIT`` (``= init[j:j+2V] +``, ``init`` 1-D). The accumulators (up to
     6 x 2 vectors) stay in registers while ``k`` runs, each step two vector loads of ``b``'s row
     ``k``, a broadcast of each row's ``op(a)[., k]`` and one fused multiply-add per accumulator.
-    The 2-D arrays are of one float dtype with contiguous rows (any row stride: ``_products``
+    The 2-D arrays are of one float dtype with contiguous rows (any row stride: ``products``
     checks)."""
     arrays = (a, b, c)
     if not (all(isinstance(t, types.Array) and t.ndim == 2 for t in arrays)
@@ -148,7 +148,7 @@ def _slice(a, b, c, init, ta, mode):
 
 
 def _tiled(a, b, c, init, ta, mode):
-    """``_products``' tiled columns: with ``ta`` the depth in slices of ``_DEPTH``, the first with
+    """``products``' tiled columns: with ``ta`` the depth in slices of ``_DEPTH``, the first with
     ``mode``, the others adding; else all of it at once. (An overload picks the branch while
     typing, by the literal ``ta``: a plain ``if ta`` is not pruned, and its untaken branch compiled
     a second ``_slice``, about 0.4 s, for every product without ``ta``.)"""
@@ -179,7 +179,7 @@ def _tiled_typed(a, b, c, init, ta, mode):
 
 
 @jit
-def _products(a, b, c, init, ta, mode):
+def products(a, b, c, init, ta, mode):
     """``c (+)= op(a) @ b`` for ``op(a) (m, k)`` (``a``, or ``a.T`` with the literal ``ta``),
     ``b (k, n)`` and ``c (m, n)``, each with contiguous rows (any row stride), ``mode`` as
     ``_tile``'s: tiles of 6 rows (see ``_slice``) and 2 vectors, a column panel of ``b`` at a
@@ -191,9 +191,9 @@ def _products(a, b, c, init, ta, mode):
     depth, n = b.shape
     m = a.shape[1] if ta else a.shape[0]
     if (a.shape[0] if ta else a.shape[1]) != depth or c.shape[0] != m or c.shape[1] != n:
-        raise ValueError("_products: shapes do not match")
+        raise ValueError("products: shapes do not match")
     if _strided(a) or _strided(b) or _strided(c):
-        raise ValueError("_products: rows must be contiguous")
+        raise ValueError("products: rows must be contiguous")
     _tiled(a, b, c, init, ta, mode)
     n_tiled = n - n % (2 * (32 // c.itemsize))
     for i in range(m):
@@ -209,23 +209,23 @@ def _products(a, b, c, init, ta, mode):
 
 @jit
 def matmul_add(a, b, c):
-    """``c += a @ b`` (see ``_products``)."""
-    _products(a, b, c, np.empty(0, c.dtype), False, ADD)
+    """``c += a @ b`` (see ``products``)."""
+    products(a, b, c, np.empty(0, c.dtype), False, ADD)
 
 
 @jit
 def matmul_set(a, b, c):
-    """``c = a @ b`` (see ``_products``)."""
-    _products(a, b, c, np.empty(0, c.dtype), False, SET)
+    """``c = a @ b`` (see ``products``)."""
+    products(a, b, c, np.empty(0, c.dtype), False, SET)
 
 
 @jit
 def matmul_set_at(a, b, c):
-    """``c = a.T @ b`` (see ``_products``)."""
-    _products(a, b, c, np.empty(0, c.dtype), True, SET)
+    """``c = a.T @ b`` (see ``products``)."""
+    products(a, b, c, np.empty(0, c.dtype), True, SET)
 
 
 @jit
 def matmul_bias(a, b, c, init):
-    """``c = init + a @ b``, ``init`` a row (see ``_products``)."""
-    _products(a, b, c, init, False, SET_INIT)
+    """``c = init + a @ b``, ``init`` a row (see ``products``)."""
+    products(a, b, c, init, False, SET_INIT)
