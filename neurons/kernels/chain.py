@@ -273,6 +273,13 @@ def _scale(dst, src, c):
 
 
 @jit
+def _negate(dst, src):
+    """``dst = -src`` elementwise (the sign flipped, as NumPy's ``-``)."""
+    for i in range(dst.shape[0]):
+        dst[i] = -src[i]
+
+
+@jit
 def _add_to(dst, src):
     """``dst = dst + src`` elementwise."""
     for i in range(dst.shape[0]):
@@ -399,18 +406,20 @@ def train_steps(x, y, order, batch, first, steps, ops, ins, sizes, soff, acts, f
             g = _slot(gs, soff, batch, dst, m, sizes)
             if ops[o, KIND_OP] == ACC:
                 mode, many, at = ops[o, MODE], ops[o, NSRC], ops[o, FROM]
-                d = g
+                # graph.accumulate_backward: g to each (mean: g / n; subtract: g to the first,
+                # -g to the others; overwrite: g to the last)
+                d, rest = g, g
                 if mode == MEAN:
-                    d = dzs[:g.shape[0]]
-                    _scale(d, g, g.dtype.type(1.0 / many))
+                    d = rest = dzs[:g.shape[0]]
+                    _scale(rest, g, g.dtype.type(1.0 / many))
+                elif mode == SUBTRACT:
+                    rest = dzs[:g.shape[0]]
+                    _negate(rest, g)
                 for j in range(many):
                     s = ins[at + j]
                     if s == 0 or (mode == OVERWRITE and j != many - 1):
                         continue
-                    if mode == SUBTRACT and j == 1:
-                        d = dzs[:g.shape[0]]
-                        _scale(d, g, g.dtype.type(-1.0))
-                    _give(gs, gset, soff, batch, s, m, sizes, d)
+                    _give(gs, gset, soff, batch, s, m, sizes, d if j == 0 else rest)
                 continue
             u, src = ops[o, UNIT], ops[o, SRC]
             size, i = sizes[dst], sizes[src]
