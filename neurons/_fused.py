@@ -116,10 +116,9 @@ def plan(net, batch, n_samples):
     if any(isinstance(op, graph.Accumulate) and op.mode not in _MODES for op in ops):
         return None
     rows = min(batch, n_samples)        # the largest batch: work grows with the rows
-    applied = Counter((op.layer, op.sub) for op in ops if isinstance(op, graph.Apply))
-    ends = (last.layer, last.sub)
     if type(graph._spec(net.layers, last)) is not Dense:
         return None
+    activating = _activating(net)
     for key, lay, shape_in, _ in _units(net):
         kind = type(lay)
         if kind is Convolution:
@@ -128,12 +127,21 @@ def plan(net, batch, n_samples):
             if _conv_code(lay, shape_in[0]) is None:
                 return None
         elif kind is Dense:
-            activated = lay.activation.value != kact.LINEAR and not (net._fused and key == ends and applied[key] == 1)
-            if lay.dropout or activated and block_count(rows, rows * lay.units, kact.PARALLEL_MIN) != 1:
+            if lay.dropout or key in activating and block_count(rows, rows * lay.units, kact.PARALLEL_MIN) != 1:
                 return None     # the chain runs a dense layer's activation whole, in one thread
         elif kind is not Maxpool:
             return None
     return Runner(net, batch, n_samples)
+
+
+def _activating(net):
+    """The keys (as ``_units``') of the units whose activation the chain runs: every dense one
+    not linear, but a fused loss's softmax applied only in the program's last op."""
+    ops = net.program.ops
+    applied = Counter((op.layer, op.sub) for op in ops if isinstance(op, graph.Apply))
+    ends = (ops[-1].layer, ops[-1].sub)
+    return {key for key, lay, _, _ in _units(net) if type(lay) is Dense and lay.activation.value != kact.LINEAR
+            and not (net._fused and key == ends and applied[key] == 1)}
 
 
 def _units(net):
@@ -228,12 +236,8 @@ class Runner:
         self.wlen, self.blen = np.array(wlen, np.int64), np.array(blen, np.int64)
         self.names = [name for name, _ in _tree.named(net._param_shapes, "params", "[{}]")]
         self.fused = bool(net._fused)
-        # the units whose activation runs (all but linear ones, and a fused loss's softmax applied
-        # only in the last op): only their kernels are looked up
-        last = self.ops[-1]
-        applied = Counter(self.ops[self.ops[:, chain.KIND_OP] == chain.APPLY, chain.UNIT].tolist())
-        self.activated = [code != kact.LINEAR and not (self.fused and u == last[chain.UNIT] and applied[u] == 1)
-                          for u, code in enumerate(self.acts.tolist())]
+        activating = _activating(net)          # only their activations' kernels are looked up
+        self.activated = [key in activating for key, *_ in units]
         self.clip = net.clip is not None
         self.lo, self.hi = net.clip if net.clip else (0.0, 0.0)
         opt = net.optimizer
@@ -265,9 +269,8 @@ class Runner:
         """The machine code of the activation, loss, optimizer and layer kernels this network
         uses (only they compile), for the argument types ``chain.train_steps`` passes them; kept
         per process (Numba's types take about 0.5 ms to build and look up)."""
-        key = (self.dtype.str, tuple(self.activated), tuple(self.acts.tolist()), tuple(map(tuple, self.geo[:, :2].tolist())),
-               self.fused,
-               self.objective, self.code, self.opt_blocks > 1)
+        key = (self.dtype.str, tuple(self.activated), tuple(self.acts.tolist()),
+               tuple(map(tuple, self.geo[:, :2].tolist())), self.fused, self.objective, self.code, self.opt_blocks > 1)
         if key not in _ADDRESSES:
             _ADDRESSES[key] = self._look_up()
         self.fwd, self.bwd, self.lat, self.sum_at, self.loss_at, self.opt_at = _ADDRESSES[key]
@@ -319,9 +322,9 @@ class Runner:
         """``chain.train_steps``' arguments."""
         fwd, bwd, lat, sum_at, loss_at, opt_at = addresses
         return (x, y, order, self.batch, first, steps, self.ops, self.ins, self.sizes, self.soff, self.acts, fwd, bwd,
-                self.woff, self.boff, self.wlen, self.blen, self.geo, lat, sum_at, self.fused, loss_at, self.clip, self.lo,
-                self.hi, self.code, opt_at, self.opt_blocks, self.hyper, lrs, c1s, rc2s, count, flat, np.empty_like(flat),
-                s1, s2, s3, losses)
+                self.woff, self.boff, self.wlen, self.blen, self.geo, lat, sum_at, self.fused, loss_at, self.clip,
+                self.lo, self.hi, self.code, opt_at, self.opt_blocks, self.hyper, lrs, c1s, rc2s, count, flat,
+                np.empty_like(flat), s1, s2, s3, losses)
 
     def signature(self):
         """The argument types ``run`` calls ``chain.train_steps`` with (the same for every chain

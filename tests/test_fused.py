@@ -1,8 +1,9 @@
 """The compiled step loop of networks of dense, convolution and max-pool layers with skips,
 loopbacks and feedback blocks (``neurons/_fused.py``, ``kernels/chain.py``): bit for bit the
 general path's params, optimizer state and loss totals, for every activation, objective and
-optimizer, each convolution implementation and max-pool kernel, each accumulation mode it runs; the networks it must leave to the general path; non-finite
-losses and params stop it where ``learn`` stops."""
+optimizer, each convolution implementation and max-pool kernel, each accumulation mode it runs;
+the networks it must leave to the general path; non-finite losses and params stop it where
+``learn`` stops."""
 import os
 from typing import NamedTuple
 
@@ -241,7 +242,8 @@ def _graph(dtype, name, mode):
         return net.loopback(1, 1, 3, inskips=True).connect(0, 2).set_accumulation(loop=mode)
     if name == "feedback":
         inner = [Dense(6, "tanh"), Dense(6, "relu", bias=False)]
-        return flat.dense(6, "relu").feedback(inner, 3, inskips=True, outskips=True, accumulation=mode).dense(3, "softmax")
+        net = flat.dense(6, "relu").feedback(inner, 3, inskips=True, outskips=True, accumulation=mode)
+        return net.dense(3, "softmax")
     images = neurons.Network((1, 8, 8), dtype).convolution(4, 3, padding=1, activation="relu").maxpool(2)
     if name == "conv loop":     # the benchmark's "loop"
         net = images.convolution(4, 3, padding=1, activation="relu", bias=True).maxpool(2).dense(3, "softmax")
@@ -252,8 +254,8 @@ def _graph(dtype, name, mode):
                            ).maxpool(2).dense(3, "softmax")
 
 
-_GRAPHS = [(name, mode) for name in ("skip", "skips", "loop", "loop inskips") for mode in ("add", "subtract", "overwrite",
-                                                                                          "mean")]
+_GRAPHS = [(name, mode) for name in ("skip", "skips", "loop", "loop inskips")
+           for mode in ("add", "subtract", "overwrite", "mean")]
 _GRAPHS += [("feedback", "add"), ("feedback", "subtract"), ("feedback", "mean"), ("conv loop", "mean"),
             ("conv loop", "overwrite"), ("conv feedback", "none"), ("conv feedback", "add")]
 

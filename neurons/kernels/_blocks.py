@@ -229,7 +229,8 @@ def _packed(typingctx, addr, args):
             packed = inner.bitcast(data, packty.as_pointer())
             addr_v = inner.load(cgutils.gep_inbounds(inner, packed, 0, 0))
             tup = inner.load(cgutils.gep_inbounds(inner, packed, 0, 1))
-            values = [blk] + [_unowned(context, inner, t, inner.extract_value(tup, i)) for i, t in enumerate(args.types)]
+            values = [blk] + [_unowned(context, inner, t, inner.extract_value(tup, i))
+                              for i, t in enumerate(args.types)]
             status, _ = _invoke(context, inner, addr_v, types.none, signature.args, values)
             inner.ret(inner.zext(status.is_error, ir.IntType(8)))
         intp = context.get_value_type(types.intp)
