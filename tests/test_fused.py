@@ -431,9 +431,13 @@ def test_a_rate_too_large_raises_where_update_raises(big_target):
         assert str(got.value) == str(want.value) and "at step 2" in str(got.value)
 
 
-def test_learn_gives_the_general_paths_params():
+@pytest.mark.parametrize("graph", [False, True], ids=["chain", "skip and loop"])
+def test_learn_gives_the_general_paths_params(graph):
     net = (neurons.Network((4,)).dense(12, "relu").dense(12, "relu").dense(3, "softmax").set_objective("ce")
            .set_optimizer(O.SGD(lr=0.01)))
+    if graph:
+        net = net.loopback(1, 1, 2).connect(1, 2)
+    assert _fused.plan(net, 1, 30) is not None
     x, y = _data(net, 30)
     want = _hand(net, net.init(3), x, y, 1, 2, seed=3)
     got = net.learn(x, y, batch=1, epochs=2, seed=3, progress=False)
