@@ -6,10 +6,12 @@ import subprocess
 import sys
 import textwrap
 
+import llvmlite.ir as ir
 import numba
 import numpy as np
 import pytest
 from numba.core import config
+from numba.extending import intrinsic
 
 from neurons.kernels import _blocks
 from neurons.kernels._blocks import parallel
@@ -71,6 +73,35 @@ def test_bodies_views_of_shared_arrays_keep_the_arrays_whole(mode):
     assert (sys.getrefcount(x), sys.getrefcount(out)) == before
     assert np.array_equal(out, x.sum(1) + x[:, ::2].sum(1))
     assert np.array_equal(x, np.arange(60.0).reshape(12, 5))
+
+
+@intrinsic
+def _owner(typingctx, a):
+    """The address of array ``a``'s reference owner (its meminfo): 0 for an array without one."""
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.ptrtoint(array.meminfo, ir.IntType(64))
+    return numba.types.int64(a), codegen
+
+
+@numba.njit
+def _owners(blk, blocks, x, out):
+    out[blk] = _owner(x)
+
+
+_owners_blocks = parallel(_owners)
+
+
+@JITTED
+def test_address_loop_bodies_get_arrays_without_an_owner(monkeypatch):
+    """In the address loops every block sees its array arguments without a reference owner, so
+    that the views it takes of a shared input count no references (see ``_blocks._unowned``)."""
+    monkeypatch.setattr(_blocks, "MODE", "address")
+    x, out = np.zeros(8), np.full(3, -1, np.int64)
+    _owners_blocks(3, (3, x, out))
+    assert out.tolist() == [0, 0, 0]
+    _owners(0, 1, x, out)               # called from Python, an array has its owner
+    assert out[0] != 0
 
 
 def _mark_python(blk, blocks, out, scale):

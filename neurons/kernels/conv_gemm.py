@@ -7,12 +7,17 @@ in the GEMM (computed and dropped; ``dy`` is widened with zeros so that they add
 gradients). Measured on the 32 -> 64 filter, 14 x 14 layer: im2col per sample 45 -> 10 us
 against the row-by-row im2col of ``conv_strided.py``.
 
-Each pass is one block of samples per thread, each sample a single-threaded GEMM (the caller
-holds BLAS to one thread) in buffers of the block's own; each block a serial ``*_body`` run by
-``_blocks.parallel``. One GEMM per block instead (all its samples' im2col side by side) gains
+Each pass is one block of samples per thread, each sample's products in buffers of the block's
+own; each block a serial ``*_body`` run by ``_blocks.parallel``. The forward and input-gradient
+products are register tiles (``tiles.products``), which run the few-row and shallow products of
+few-filter layers faster than OpenBLAS (8 x 72 x 224, 8 filters over 8 channels of 14 x 14: 56 ->
+62 GFLOP/s a thread; its input gradient 72 x 8 x 224: 51 -> 72; 64 x 288 x 224: 88 -> 96); the
+weights' gradient, which reads an operand transposed, is a single-threaded BLAS GEMM (the caller
+holds BLAS to one thread). One GEMM per block instead (all its samples' im2col side by side) gains
 nothing: on the 32 -> 64 filter, 14 x 14 layer the GEMM is 90 % of a sample's forward (127 of
 141 us; pad, im2col and copy-out 5 us each), and SciPy's sgemm runs (64, 288) @ (288, 224 · S)
-at 65 GFLOP/s a thread for S = 1 and for S = 16 alike. Nor do 9 GEMMs a sample, one per tap,
+at 65 GFLOP/s a thread for S = 1 and for S = 16 alike (8 -> 8 filters: 30-35 GFLOP/s for 1 to 32
+samples side by side). Nor do 9 GEMMs a sample, one per tap,
 read straight from the padded plane without im2col (a reduction of C = 32 each): forward 2.3 ->
 2.4 ms, backward 4.8 -> 5.8 ms at batch 32.
 
@@ -74,12 +79,13 @@ def _forward_gemm_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
     xps = np.empty((c, padded_length(h, ph, wp, kw, dw)), x.dtype)
     cols = np.empty((c * kh * kw, length), x.dtype)
     out = np.empty((f, length), x.dtype)
+    no_init = np.empty(0, x.dtype)  # products' init row: unused when setting c
     lo, hi = span(blk, blocks, n)
     for s in range(lo, hi):
         for ch in range(c):
             pad_plane(x[s, ch], xps[ch], ph, pw)
         _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
-        products(k2, cols, out, b[:0], False, SET)
+        products(k2, cols, out, no_init, False, SET)
         for q in range(f):
             copy_out(out[q], y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
 
@@ -102,9 +108,10 @@ def _scatter_gemm_flat_body(blk, blocks, dyw, kt, kh, kw, dh, dw, wp, dxp):
     """``kt``: k as (C·kh·kw, F) (see ``backward``)."""
     n, f, length = dyw.shape
     cols = np.empty((kt.shape[0], length), dyw.dtype)
+    no_init = np.empty(0, dyw.dtype)  # products' init row: unused when setting c
     lo, hi = span(blk, blocks, n)
     for s in range(lo, hi):
-        products(kt, dyw[s], cols, kt[0, :0], False, SET)
+        products(kt, dyw[s], cols, no_init, False, SET)
         _col2im(cols, dxp[s], kh, kw, wp, (dh, dw), length)
 
 
@@ -143,6 +150,7 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
     cols = np.empty((ckk, length), dy.dtype)
     dcols = np.empty((ckk, length), dy.dtype)
     dyw = np.empty((f, length), dy.dtype)
+    no_init = np.empty(0, dy.dtype)  # products' init row: unused when setting c
     lo, hi = span(blk, blocks, dy.shape[0])
     for s in range(lo, hi):
         for q in range(f):
@@ -155,7 +163,7 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
         else:
             gemm(False, True, 1.0, dyw, cols, 1.0, dk)
         if need_dx:
-            products(kt, dyw, dcols, kt[0, :0], False, SET)
+            products(kt, dyw, dcols, no_init, False, SET)
             dxps[:] = dy.dtype.type(0.0)
             _col2im(dcols, dxps, kh, kw, wp, (dh, dw), length)
             for ch in range(c):

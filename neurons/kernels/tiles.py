@@ -156,7 +156,10 @@ def _tiled(a, b, c, init, ta, mode):
         depth = b.shape[0]
         for k0 in range(0, max(depth, 1), _DEPTH):
             k1 = min(depth, k0 + _DEPTH)
-            _slice(a[k0:k1], b[k0:k1], c, init, ta, mode if k0 == 0 else ADD)
+            if k0 == 0:
+                _slice(a[k0:k1], b[k0:k1], c, init, ta, mode)
+            else:
+                _slice(a[k0:k1], b[k0:k1], c, init, ta, ADD)
     else:
         _slice(a, b, c, init, ta, mode)
 
@@ -165,17 +168,8 @@ def _tiled(a, b, c, init, ta, mode):
 def _tiled_typed(a, b, c, init, ta, mode):
     if not isinstance(ta, types.BooleanLiteral):
         return None
-    if ta.literal_value:
-        def deep(a, b, c, init, ta, mode):
-            depth = b.shape[0]
-            for k0 in range(0, max(depth, 1), _DEPTH):
-                k1 = min(depth, k0 + _DEPTH)
-                if k0 == 0:
-                    _slice(a[k0:k1], b[k0:k1], c, init, ta, mode)
-                else:
-                    _slice(a[k0:k1], b[k0:k1], c, init, ta, ADD)
-        return deep
-    return lambda a, b, c, init, ta, mode: _slice(a, b, c, init, ta, mode)
+    # with ta both branches compile the same _slice; without it, only the plain one
+    return _tiled if ta.literal_value else lambda a, b, c, init, ta, mode: _slice(a, b, c, init, ta, mode)
 
 
 @jit
