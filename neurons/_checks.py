@@ -67,8 +67,11 @@ def as_dtype(a, dtype, name):
     A float64 value too large for float32 (1e39) becomes inf in the conversion: it is refused
     as not representable, naming its index, like a NaN or inf already in ``a``.
     """
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = np.ascontiguousarray(a, dtype=dtype)
+    if a.dtype == dtype and a.flags.c_contiguous:
+        out = a
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = np.ascontiguousarray(a, dtype=dtype)
     if out.dtype.kind == "f":
         if not all_finite(out):
             where = first_nonfinite(out)

@@ -64,6 +64,9 @@ _STEP_SECONDS = 5e-6        # a step's cost besides its products (4-50-50-3 at b
 _FLOPS = 2e9                # the products' speed assumed: tiny serial GEMMs,
 _BLOCK_FLOPS = 4e10         # and per thread, those split into blocks (784-256-128-10 at batch 128: 1.1 ms)
 _CONV_FLOPS = 2e10          # a convolution's, per thread
+_LIGHT_BYTES = 65536        # the values of an inference batch below which no heap setting matters
+_SIGNATURES = {}            # Runner.signature's, per dtype
+_READY = set()              # the dtypes whose chain is compiled in this process
 
 
 class _WouldCompile(Exception):
@@ -102,12 +105,13 @@ class Chunk(NamedTuple):
     error: tuple | None
 
 
-def plan(net, batch, n_samples):
-    """A ``Runner`` for training ``net`` at ``batch`` on ``n_samples`` samples, or None when the
-    compiled chain does not apply (see the module docstring)."""
+def plan(net, batch, n_samples, infer=False):
+    """A ``Runner`` for training ``net`` at ``batch`` on ``n_samples`` samples (``infer``: for its
+    outputs, ``Runner.predict``), or None when the compiled chain does not apply (see the module
+    docstring)."""
     if config.DISABLE_JIT or _blocks.MODE != "address":
         return None             # the chain calls the kernels by address, as the block loops do
-    if type(net.optimizer) not in _OPTIMIZERS or any(f != 1.0 for f in net._grad_factors):
+    if not infer and (type(net.optimizer) not in _OPTIMIZERS or any(f != 1.0 for f in net._grad_factors)):
         return None
     ops = net.program.ops
     last = ops[-1]
@@ -118,7 +122,7 @@ def plan(net, batch, n_samples):
     rows = min(batch, n_samples)        # the largest batch: work grows with the rows
     if type(graph._spec(net.layers, last)) is not Dense:
         return None
-    activating = _activating(net)
+    activating = _activating(net, net._fused and not infer)
     for key, lay, shape_in, _ in _units(net):
         kind = type(lay)
         if kind is Convolution:
@@ -131,17 +135,17 @@ def plan(net, batch, n_samples):
                 return None     # the chain runs a dense layer's activation whole, in one thread
         elif kind is not Maxpool:
             return None
-    return Runner(net, batch, n_samples)
+    return Runner(net, batch, n_samples, infer)
 
 
-def _activating(net):
+def _activating(net, fused):
     """The keys (as ``_units``') of the units whose activation the chain runs: every dense one
-    not linear, but a fused loss's softmax applied only in the program's last op."""
+    not linear, but (``fused``) a fused loss's softmax applied only in the program's last op."""
     ops = net.program.ops
     applied = Counter((op.layer, op.sub) for op in ops if isinstance(op, graph.Apply))
     ends = (ops[-1].layer, ops[-1].sub)
     return {key for key, lay, _, _ in _units(net) if type(lay) is Dense and lay.activation.value != kact.LINEAR
-            and not (net._fused and key == ends and applied[key] == 1)}
+            and not (fused and key == ends and applied[key] == 1)}
 
 
 def _units(net):
@@ -187,10 +191,11 @@ def _geometry(lay, shape_in, shape_out):
 
 class Runner:
     """Training steps of one network at one batch size: ``steps`` to an epoch, ``chunk`` to a call
-    of ``run`` at most (about ``CHUNK_SECONDS`` of work)."""
+    of ``run`` at most (about ``CHUNK_SECONDS`` of work); or (``infer``) its outputs, ``batch`` rows
+    at a time (``predict``)."""
 
-    def __init__(self, net, batch, n_samples):
-        self.batch, self.n = batch, n_samples
+    def __init__(self, net, batch, n_samples, infer=False):
+        self.batch, self.n, self.infer = batch, n_samples, infer
         self.steps = -(-n_samples // batch)             # per epoch
         self.dtype = np.dtype(net.dtype)
         units = _units(net)
@@ -235,14 +240,14 @@ class Runner:
         self.woff, self.boff = np.array(woff, np.int64), np.array(boff, np.int64)
         self.wlen, self.blen = np.array(wlen, np.int64), np.array(blen, np.int64)
         self.names = [name for name, _ in _tree.named(net._param_shapes, "params", "[{}]")]
-        self.fused = bool(net._fused)
-        activating = _activating(net)          # only their activations' kernels are looked up
+        self.fused = bool(net._fused) and not infer
+        activating = _activating(net, self.fused)          # only their activations' kernels are looked up
         self.activated = [key in activating for key, *_ in units]
         self.clip = net.clip is not None
         self.lo, self.hi = net.clip if net.clip else (0.0, 0.0)
         opt = net.optimizer
         self.opt = opt
-        self.code, kind, serial, body = _OPTIMIZERS[type(opt)]
+        self.code, kind, serial, body = _OPTIMIZERS.get(type(opt), _SGD)       # (not used in inference)
         # the update runs over the flat params: in blocks when its kernel would split that many
         self.opt_blocks = block_count(self.offsets[-1], self.offsets[-1], kopt.PARALLEL_MIN[kind])
         self.kernel = serial if self.opt_blocks == 1 else body
@@ -253,24 +258,35 @@ class Runner:
         self.later = bool((self.geo[:, chain.KIND] != chain.DENSE).any())
         # the optimizers' hyperparameters as their update passes them (SGD's momentum: 0)
         self.hyper = np.array([float(getattr(opt, "_" + h if h == "decoupled" else h, 0.0)) for h in chain.HYPER])
-        rows, seconds = min(batch, n_samples), _STEP_SECONDS
+        rows, seconds, serial = min(batch, n_samples), _STEP_SECONDS, True
         for op in ops[ops[:, chain.KIND_OP] == chain.APPLY]:
             g, u, i = self.geo[op[chain.UNIT]], sizes[op[chain.DST]], sizes[op[chain.SRC]]
             if g[chain.KIND] == chain.DENSE:
                 blocks = block_count(u, rows * u * i, kdense.SPLIT)     # (forward_blocks, not compiled)
+                serial = serial and blocks == 1
                 seconds += 6.0 * rows * u * i / (_FLOPS if blocks == 1 else _BLOCK_FLOPS * blocks)
             else:               # a convolution's products, or a max-pool's pass over its input
+                serial = False
                 seconds += (6.0 * rows * u * g[chain.C] * g[chain.KH] * g[chain.KW] if g[chain.KIND] == chain.CONV
                             else 20.0 * rows * i) / (_CONV_FLOPS * _blocks.BLOCKS)
         self.chunk = int(max(1, min(MAX_STEPS, CHUNK_SECONDS / seconds)))
-        self._none = np.empty(0, self.dtype)
+        self._none, self._no_rows = np.empty(0, self.dtype), np.empty((0, 1), self.dtype)
+        self.outputs = int(sizes[ops[-1, chain.DST]])
+        # inference with no parallel region and small buffers (``predict``: no ``running()``)
+        self.light = bool(infer and serial and rows * int(sizes.sum()) * self.dtype.itemsize < _LIGHT_BYTES)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["fwd"] = None             # the kernels' addresses are this process's
+        return state
 
     def _address(self):
         """The machine code of the activation, loss, optimizer and layer kernels this network
         uses (only they compile), for the argument types ``chain.train_steps`` passes them; kept
         per process (Numba's types take about 0.5 ms to build and look up)."""
         key = (self.dtype.str, tuple(self.activated), tuple(self.acts.tolist()),
-               tuple(map(tuple, self.geo[:, :2].tolist())), self.fused, self.objective, self.code, self.opt_blocks > 1)
+               tuple(map(tuple, self.geo[:, :2].tolist())), self.fused, self.objective, self.code, self.opt_blocks > 1,
+               self.infer)
         if key not in _ADDRESSES:
             _ADDRESSES[key] = self._look_up()
         self.fwd, self.bwd, self.lat, self.sum_at, self.loss_at, self.opt_at = _ADDRESSES[key]
@@ -283,7 +299,8 @@ class Runner:
         for l, code in enumerate(self.acts.tolist()):
             if self.activated[l]:
                 fwd[l] = machine_code(kact.FORWARD[code], (rows, rows))[0]
-                bwd[l] = machine_code(kact.BACKWARD[code], (rows, rows, rows))[0]
+                if not self.infer:
+                    bwd[l] = machine_code(kact.BACKWARD[code], (rows, rows, rows))[0]
         # each block body as ``_blocks.parallel``'s loops call it: (blk, blocks, *the kernel's args)
         lat, sum_at, block = np.zeros((len(self.acts), 2), np.int64), 0, (nbtypes.intp, nbtypes.intp)
         for l, (kind, impl) in enumerate(self.geo[:, :2].tolist()):
@@ -291,13 +308,18 @@ class Runner:
                 forward, backward = _CONV_BODIES[impl]
                 lat[l, 0] = machine_code(forward, block + (planes, planes, flat, flag) + (ints,) * 4 + (planes,))[0]
                 taken = (rows, ints, ints) if impl == chain.GEMM else (planes,)        # kt, kh, kw or k
-                lat[l, 1] = machine_code(backward, block + (planes,) * 3 + taken + (ints,) * 4 + (flag, planes, partial,
-                                                                                                  rows))[0]
+                if not self.infer:
+                    lat[l, 1] = machine_code(backward, block + (planes,) * 3 + taken + (ints,) * 4
+                                             + (flag, planes, partial, rows))[0]
             elif kind == chain.POOL:
                 forward, backward = _POOL_BODIES[impl]
                 lat[l, 0] = machine_code(forward, block + ((planes, planes, args) if impl == chain.PAIRS
                                                            else (planes,) + (ints,) * 4 + (planes, args)))[0]
-                lat[l, 1] = machine_code(backward, block + (planes, args, planes))[0]
+                if not self.infer:
+                    lat[l, 1] = machine_code(backward, block + (planes, args, planes))[0]
+        if self.infer:              # the forward kernels only
+            _blocks.launch()
+            return fwd, bwd, lat, 0, 0, 0
         if (self.geo[:, chain.KIND] == chain.CONV).any():      # the sum of a convolution's partials
             sum_at, returns = machine_code(conv_planes.sum_blocks, (rows,))
             if returns != flat:
@@ -318,35 +340,44 @@ class Runner:
         _blocks.launch()            # before the chain, which may call the shared parallel loop, loads
         return fwd, bwd, lat, sum_at, loss_at, machine_code(self.kernel, opt)[0]
 
-    def _arguments(self, x, y, order, first, steps, lrs, c1s, rc2s, count, flat, s1, s2, s3, losses, addresses):
-        """``chain.train_steps``' arguments."""
+    def _arguments(self, x, y, order, first, steps, lrs, c1s, rc2s, count, flat, s1, s2, s3, losses, addresses,
+                   outs=None):
+        """``chain.train_steps``' arguments (``outs`` None: training's, (0, 1))."""
         fwd, bwd, lat, sum_at, loss_at, opt_at = addresses
         return (x, y, order, self.batch, first, steps, self.ops, self.ins, self.sizes, self.soff, self.acts, fwd, bwd,
                 self.woff, self.boff, self.wlen, self.blen, self.geo, lat, sum_at, self.fused, loss_at, self.clip,
                 self.lo, self.hi, self.code, opt_at, self.opt_blocks, self.hyper, lrs, c1s, rc2s, count, flat,
-                np.empty_like(flat), s1, s2, s3, losses)
+                np.empty_like(flat), s1, s2, s3, losses, self._no_rows if outs is None else outs)
 
     def signature(self):
         """The argument types ``run`` calls ``chain.train_steps`` with (the same for every chain
         of one dtype: everything about the network is an argument)."""
+        if self.dtype.str in _SIGNATURES:
+            return _SIGNATURES[self.dtype.str]
         flat, ints, floats, rows = np.empty(0, self.dtype), np.empty(0, np.int64), np.empty(0), np.empty((0, 1), self.dtype)
         table = np.empty((0, 1), np.int64)
-        return tuple(numba.typeof(a) for a in self._arguments(
+        signature = _SIGNATURES[self.dtype.str] = tuple(numba.typeof(a) for a in self._arguments(
             rows, rows, ints, 0, 0, floats, floats, floats, 0, flat, flat, flat, flat, floats,
             (ints, ints, table, 0, 0, 0)))
+        return signature
 
-    def ready(self):
-        """Whether the chain's machine code is at hand without compiling it: in this process or in
-        the cache (loaded then). A compile that would start is refused, not run (10 s on a cold
-        start: ``learn`` takes general steps meanwhile, while a helper compiles it, ``_warm.py``)."""
-        signature = self.signature()
-        if signature in chain.train_steps.overloads:
+    def ready(self, look=True):
+        """Whether the chain's machine code is at hand without compiling it: in this process or
+        (``look``) in the cache (loaded then). A compile that would start is refused, not run (10 s
+        on a cold start: ``learn`` takes general steps meanwhile, while a helper compiles it,
+        ``_warm.py``)."""
+        if self.dtype.str in _READY:
             return True
-        try:
-            with event.install_listener("numba:compile", _REFUSE):
-                chain.train_steps.compile(signature)
-        except _WouldCompile:
-            return False
+        signature = self.signature()
+        if signature not in chain.train_steps.overloads:
+            if not look:
+                return False
+            try:
+                with event.install_listener("numba:compile", _REFUSE):
+                    chain.train_steps.compile(signature)
+            except _WouldCompile:
+                return False
+        _READY.add(self.dtype.str)
         return True
 
     def run(self, params, state, x, y, order, epoch, first, steps, total=0.0):
@@ -401,6 +432,24 @@ class Runner:
             state = type(state)(count + done, *[self._tree(getattr(state, f), s) if s.size else getattr(state, f)
                                                 for f, s in zip(fields, slots)])
         return Chunk(new, state, total, done, prev, error)
+
+    def predict(self, leaves, x):
+        """The network's outputs (N, O) for the checked ``x`` (N, ...), ``batch`` rows at a time,
+        from the param arrays ``leaves`` (checked but for finiteness); None if one of them holds a
+        NaN or inf (nothing has run: ``check_params`` says which). Needs ``infer``."""
+        flat = np.concatenate([a.reshape(-1) for a in leaves])
+        if not np.isfinite(flat).all():
+            return None
+        n = len(x)
+        outs = np.empty((n, self.outputs), self.dtype)
+        if self.fwd is None:
+            self._address()
+        none, floats = self._none, np.empty(0)
+        chain.train_steps(*self._arguments(
+            x.reshape(n, -1), self._no_rows, np.arange(n, dtype=np.int64), 0, -(-n // self.batch), floats, floats,
+            floats, 0, flat, none, none, none, floats, (self.fwd, self.bwd, self.lat, self.sum_at, self.loss_at,
+                                                        self.opt_at), outs))
+        return outs
 
     def _flat(self, tree):
         """The leaves of a params-shaped tree in one new flat array (empty if its leaves are)."""

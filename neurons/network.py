@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _checks, _tree, graph
+from . import _checks, _fused, _tree, graph
 from ._threads import running
 from .activations import Activation
 from .layers import BatchNorm, Convolution, Deconvolution, Dense, Feedback, Maxpool
@@ -431,10 +431,20 @@ class Network:
     def predict(self, params, x, batch=1000, state=None):
         """Inference outputs for ``x``, computed ``batch`` samples at a time, with the running
         statistics in ``state`` (None: ``init_state()``)."""
-        self.check_params(params)
+        leaves = self._check_tree(params, self._param_leaf_shapes, "params", finite=False)
         x = self.check_x(x)
         batch = _checks.positive_int(batch, "batch")
         self._check_state_arg(state)
+        runner = self._predictor(min(batch, len(x)))
+        if runner is not None:
+            if runner.light:            # one thread, small arrays: nothing for ``running`` to set
+                out = runner.predict(leaves, x)
+            else:
+                with running():
+                    out = runner.predict(leaves, x)
+            if out is not None:
+                return out.reshape((-1,) + self.output_shape)
+        self.check_params(params)       # a param not finite: the error
         stats = self._stats(state)
         outs = []
         with running():
@@ -539,12 +549,12 @@ class Network:
 
     def check_params(self, params):
         """Raise a clear error unless ``params`` fit this network (structure, shapes, dtype, finite)."""
-        self._check_tree(params, self._param_shapes, "params")
+        self._check_tree(params, self._param_leaf_shapes, "params")
 
     def check_state(self, state):
         """Raise a clear error unless ``state`` fits this network's running state (structure, shapes,
         dtype, finite, variances >= 0)."""
-        self._check_tree(state, self._state_shapes, "state")
+        self._check_tree(state, self._state_leaf_shapes, "state")
         for i, j in self._state_keys:
             var = state[i][1] if j < 0 else state[i][j][1]
             if (var < 0).any():
@@ -556,24 +566,54 @@ class Network:
         if state is not None:
             self.check_state(state)
 
-    def _check_tree(self, tree, want, name):
-        """``tree`` (params or state) against the stand-ins ``want``, errors naming ``name``."""
+    def _predictor(self, rows):
+        """``predict``'s compiled chain for batches of ``rows`` (``_fused.plan(..., infer=True)``), when
+        it applies and its machine code is at hand: in this process, or in the cache (looked for
+        once per network and batch size: a ``learn`` in this process loads or compiles it too)."""
+        runners = self.__dict__.setdefault("_predictors", {})       # (frozen: not through setattr)
+        look = rows not in runners
+        if look:
+            runners[rows] = _fused.plan(self, rows, rows, infer=True)
+        runner = runners[rows]
+        return runner if runner is not None and runner.ready(look) else None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_predictors", None)          # rebuilt where it is used
+        return state
+
+    @cached_property
+    def _param_leaf_shapes(self):
+        """Per layer, the shapes of its param arrays (``_tree.leaves`` order)."""
+        return [[a.shape for a in _tree.leaves(p)] for p in self._param_shapes]
+
+    @cached_property
+    def _state_leaf_shapes(self):
+        return [[a.shape for a in _tree.leaves(s)] for s in self._state_shapes]
+
+    def _check_tree(self, tree, want, name, finite=True):
+        """``tree`` (params or state) against ``want`` (``_param_leaf_shapes`` or ``_state_leaf_shapes``),
+        errors naming ``name``; returns its arrays (``_tree.leaves``). ``finite``: also that every value
+        is finite."""
         if not isinstance(tree, tuple) or len(tree) != len(want):
             raise ValueError(f"{name} must be a tuple of {len(want)} entries (one per layer), "
                              f"got {type(tree).__name__} of length {len(tree) if hasattr(tree, '__len__') else '?'}")
-        for i, (p, w) in enumerate(zip(tree, want)):
-            flat_p, flat_w = _tree.leaves(p), _tree.leaves(w)
-            if len(flat_p) != len(flat_w):
-                raise ValueError(f"{name}[{i}] has {len(flat_p)} arrays, layer {i} needs {len(flat_w)}")
-            for a, b in zip(flat_p, flat_w):
-                if not isinstance(a, np.ndarray) or a.shape != b.shape:
-                    raise ValueError(f"{name}[{i}]: expected an array of shape {b.shape}, "
+        leaves = []
+        for i, (p, shapes) in enumerate(zip(tree, want)):
+            flat_p = _tree.leaves(p)
+            leaves += flat_p
+            if len(flat_p) != len(shapes):
+                raise ValueError(f"{name}[{i}] has {len(flat_p)} arrays, layer {i} needs {len(shapes)}")
+            for a, shape in zip(flat_p, shapes):
+                if not isinstance(a, np.ndarray) or a.shape != shape:
+                    raise ValueError(f"{name}[{i}]: expected an array of shape {shape}, "
                                      f"got {getattr(a, 'shape', type(a).__name__)}")
                 if a.dtype != self.dtype:
                     raise TypeError(f"{name}[{i}] has dtype {a.dtype}; this network is {self.dtype}")
-                if not _checks.all_finite(a):
+                if finite and not _checks.all_finite(a):
                     raise ValueError(f"{name}[{i}] holds a non-finite value ({a[_checks.first_nonfinite(a)]}) "
                                      f"at index {_checks.first_nonfinite(a)} of its array of shape {a.shape}")
+        return leaves
 
     def __str__(self):
         from .display import describe

@@ -12,7 +12,7 @@ import pytest
 from numba.core import config
 
 import neurons
-from neurons import _fused, _tree
+from neurons import _fused, _tree, graph
 from neurons import optimizers as O
 from neurons import schedules as S
 from neurons._threads import running
@@ -598,3 +598,87 @@ def test_on_a_cold_cache_a_helper_compiles_the_chain_while_learn_takes_general_s
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["ok"]
+
+
+# ``predict`` through the chain (``Runner.predict``, ``plan(..., infer=True)``): the general path's
+# outputs, bit for bit, with the last softmax applied, in batches whose last one is short
+
+def _general_predict(net, params, x, batch):
+    """``predict``'s general path: ``graph.run_forward`` a batch at a time, inside ``running``."""
+    with running():
+        return np.concatenate([graph.run_forward(net.program, net.layers, net.shapes, params, x[i:i + batch])[0]
+                               for i in range(0, len(x), batch)])
+
+
+def _compiled(net, rows):
+    """The network's inference runner, its chain compiled (loaded from the cache if it is there)."""
+    runner = _fused.plan(net, rows, rows, infer=True)
+    assert runner is not None
+    chain.train_steps.compile(runner.signature())
+    assert net._predictor(rows) is not None
+    return runner
+
+
+_PREDICTED = ([("dense", act) for act in ACTIVATIONS] + [("images", name) for name in ("small", "direct", "gemm")]
+              + [("graph", case) for case in (("skip", "subtract"), ("loop inskips", "mean"), ("feedback", "add"),
+                                              ("conv loop", "overwrite"), ("conv feedback", "add"))])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind, name", _PREDICTED, ids=str)
+@pytest.mark.parametrize("batch, n", [(8, 21), (1000, 5)])
+def test_predict_gives_the_general_paths_outputs(kind, name, batch, n, dtype):
+    if kind == "dense":         # the iris example's network
+        net = neurons.Network((4,), dtype).dense(50, "relu").dense(50, "tanh").dense(3, name)
+    elif kind == "images":
+        net = _images(dtype, name)
+    else:
+        net = _graph(dtype, *name)
+    runner = _compiled(net, min(batch, n))
+    # dense layers alone, one block each, small arrays: nothing for ``running`` to set
+    assert runner.light == (kind == "dense" or kind == "graph" and "conv" not in name[0])
+    params = _tree.map(lambda a: a + a.dtype.type(0.1), net.init(3))     # biases not zero
+    x = _data(net, n, seed=1)[0]
+    want = _general_predict(net, params, x, batch)
+    got = net.predict(params, x, batch)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(got, want)
+    if kind == "dense" and name == "softmax":
+        assert np.allclose(got.sum(axis=1), 1.0, atol=1e-5)         # the softmax applied, not the logits
+
+
+def test_predict_refuses_nonfinite_params_on_the_chain_too():
+    net = neurons.Network((4,)).dense(6, "relu").dense(3, "softmax")
+    _compiled(net, 5)
+    x = _data(net, 5)[0]
+    params = net.init(0)
+    params[1][1][2] = np.inf
+    with pytest.raises(ValueError, match=r"params\[1\] holds a non-finite value \(inf\) at index \(2,\)"):
+        net.predict(params, x)
+    with pytest.raises(ValueError, match=r"params\[0\]: expected an array of shape \(6, 4\)"):
+        net.predict((params[1], params[0]), x)
+
+
+def test_predict_takes_the_general_path_while_the_chain_is_not_at_hand(monkeypatch):
+    net = neurons.Network((4,)).dense(6, "relu").dense(3, "softmax")
+    x, params = _data(net, 9)[0], net.init(0)
+    called = []
+    monkeypatch.setattr(_fused.Runner, "ready", lambda self, look=True: called.append(look) or False)
+    monkeypatch.setattr(_fused.Runner, "predict", lambda *a: pytest.fail("the chain ran"))
+    for _ in range(3):
+        assert np.array_equal(net.predict(params, x, 4), _general_predict(net, params, x, 4))
+    assert called == [True, False, False]           # the cache looked in once, then this process only
+
+
+def test_a_pickled_network_or_runner_carries_no_kernel_addresses():
+    import pickle
+    net = neurons.Network((4,)).dense(6, "relu").dense(3, "softmax")
+    x, params = _data(net, 5)[0], net.init(0)
+    runner = _compiled(net, 5)
+    want = net.predict(params, x)
+    assert net._predictor(5).fwd is not None
+    again = pickle.loads(pickle.dumps(net))
+    assert "_predictors" not in again.__dict__ and again == net
+    assert np.array_equal(again.predict(params, x), want)
+    runner._address()
+    assert pickle.loads(pickle.dumps(runner)).fwd is None       # looked up again where it runs

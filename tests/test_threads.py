@@ -79,7 +79,7 @@ def test_the_heap_setting_is_scoped_to_the_librarys_work(monkeypatch):
     from neurons import _threads
     monkeypatch.setattr(_threads, "_libc", lambda: FakeLibc())
     net = neurons.Network((3,)).dense(2)
-    net.predict(net.init(0), np.zeros((4, 3)))
+    net.evaluate(net.init(0), np.zeros((4, 3)), np.zeros((4, 2)))
     mmap, trim = _threads._M_MMAP_THRESHOLD, _threads._M_TRIM_THRESHOLD
-    assert calls == [(mmap, 1 << 30), (trim, (1 << 31) - 1),                 # kept while predict ran
+    assert calls == [(mmap, 1 << 30), (trim, (1 << 31) - 1),                 # kept while evaluate ran
                      (mmap, 128 * 1024), (trim, 128 * 1024)]                 # glibc's defaults after

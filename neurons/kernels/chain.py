@@ -300,7 +300,7 @@ def _give(gb, gset, soff, batch, s, m, sizes, d):
 @jit
 def train_steps(x, y, order, batch, first, steps, ops, ins, sizes, soff, acts, fwd, bwd, woff, boff, wlen, blen, geo,
                 lat, sum_at, fused, loss_at, clip, lo, hi, optimizer, opt_at, opt_blocks, hyper, lrs, c1s, rc2s, count,
-                params, spare, s1, s2, s3, losses):
+                params, spare, s1, s2, s3, losses, outs):
     """Steps ``first .. first + steps - 1`` of an epoch; returns ``(done, status, bad, params, spare)``.
 
     x (N, F) and y (N, O): the training set, each sample flat; ``order`` (N,): the epoch's order
@@ -332,6 +332,11 @@ def train_steps(x, y, order, batch, first, steps, ops, ins, sizes, soff, acts, f
     s3``: the optimizer's state, flat, updated in place; ``losses`` (steps,): each step's
     batch-mean loss, written.
 
+    ``outs`` (N, O) with N > 0: inference instead (``Network.predict``): each step runs the
+    forward ops only, on rows ``order[s·batch : (s+1)·batch]``, and writes the output slot's
+    values into the same rows of ``outs``; ``fused`` is then false (the last softmax is applied),
+    and nothing else is touched. In training ``outs`` is (0, O).
+
     ``done`` steps finished. ``status`` DONE, or LOSS (step ``first + done``'s loss was not
     finite: nothing of that step was applied) or PARAMS (its update made the flat param ``bad``
     non-finite; the state arrays hold that update, the params do not). The params after the
@@ -356,12 +361,14 @@ def train_steps(x, y, order, batch, first, steps, ops, ins, sizes, soff, acts, f
     no_bias = np.empty(0, x.dtype)
     gset = np.zeros(slots, np.bool_)
     done_u = np.zeros(units, np.bool_)
+    infer = outs.shape[0] > 0
     for k in range(steps):
         start = (first + k) * batch
         m = min(batch, n - start)
         yb = ts[:m * y.shape[1]].reshape((m, y.shape[1]))
         _gather(_slot(vals, soff, batch, 0, m, sizes).reshape((m, f)), x, order, start)
-        _gather(yb, y, order, start)
+        if not infer:
+            _gather(yb, y, order, start)
         # forward: each op's output in its slot (an activated unit's z in zs, at the same place)
         for o in range(nops):
             dst = ops[o, DST]
@@ -386,6 +393,10 @@ def train_steps(x, y, order, batch, first, steps, ops, ins, sizes, soff, acts, f
             if activated:
                 call_at(fwd[u], (z.reshape((m, sizes[dst])), out.reshape((m, sizes[dst]))), None)
         out = _slot(vals, soff, batch, out_slot, m, sizes).reshape((m, sizes[out_slot]))
+        if infer:
+            for r in range(m):
+                _copy(outs[order[start + r]], out[r])
+            continue
         if fused:
             loss, dout, _ = call_at(loss_at, (out, yb), (0.0, out, out))
         else:
