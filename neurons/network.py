@@ -568,12 +568,14 @@ class Network:
 
     def _predictor(self, rows):
         """``predict``'s compiled chain for batches of ``rows`` (``_fused.plan(..., infer=True)``), when
-        it applies and its machine code is at hand: in this process, or in the cache (looked for
-        once per network and batch size: a ``learn`` in this process loads or compiles it too)."""
+        it applies, saves time (``Runner.gains``) and its machine code is at hand: in this process,
+        or in the cache (looked for once per network and batch size: a ``learn`` in this process
+        loads or compiles it too)."""
         runners = self.__dict__.setdefault("_predictors", {})       # (frozen: not through setattr)
         look = rows not in runners
         if look:
-            runners[rows] = _fused.plan(self, rows, rows, infer=True)
+            runner = _fused.plan(self, rows, rows, infer=True)
+            runners[rows] = runner if runner is not None and runner.gains else None
         runner = runners[rows]
         return runner if runner is not None and runner.ready(look) else None
 

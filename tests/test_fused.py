@@ -682,3 +682,10 @@ def test_a_pickled_network_or_runner_carries_no_kernel_addresses():
     assert np.array_equal(again.predict(params, x), want)
     runner._address()
     assert pickle.loads(pickle.dumps(runner)).fwd is None       # looked up again where it runs
+
+
+def test_predict_leaves_large_batches_of_wide_inputs_to_the_general_path():
+    # the chain copies each batch's input rows: at 1000 rows of 784 that costs more than it saves
+    net = neurons.Network((784,)).dense(10, "softmax")
+    assert _fused.plan(net, 1000, 1000, infer=True) is not None and net._predictor(1000) is None
+    assert _fused.plan(net, 8, 8, infer=True).gains
