@@ -84,14 +84,17 @@ def stop(proc):
 def warm(net, batch, eval_batch):
     """Run ``net``'s kernels on zeros: the update, each layer from the first, forward and back, the
     loss, then the evaluation pass (``eval_batch`` samples; 0: none), whose kernels are mostly
-    the training forward's."""
+    the training forward's. A layer that can give its forward's output and cache in zeros
+    without running it (``forward_zeros``: the recurrent ones, whose two passes are most of a
+    cold start) goes back first and forward after the loss: training compiles its forward first,
+    and the two processes would otherwise both start with it."""
     from . import graph
     from ._threads import running
     params = net.init(0)
     with running():
         net.optimizer.update(params, net.optimizer.init(params), params)
         program, layers, shapes, stats = net.program, net.layers, net.shapes, net._stats(None) or {}
-        last = len(program.ops) - 1
+        last, later = len(program.ops) - 1, []
         for k in range(last + 1):
             op = program.ops[k]
             if not isinstance(op, graph.Apply):
@@ -101,10 +104,15 @@ def warm(net, batch, eval_batch):
             activate = k != last or not net._fused
             if (op.layer, op.sub) in stats:
                 y, cache, _ = spec.forward_state(p, stats[(op.layer, op.sub)], xin, True)
+            elif hasattr(spec, "forward_zeros"):
+                y, cache = spec.forward_zeros(p, xin)
+                later.append((spec, p, xin, activate))
             else:
                 y, cache = spec.forward(p, xin, True, 1, activate)
             spec.backward(p, cache, np.zeros_like(y), op.src != 0, activate)
         net._loss_and_dout(np.zeros((batch, int(np.prod(net.output_shape))), net.dtype), _targets(net, batch))
+        for spec, p, xin, activate in later:
+            spec.forward(p, xin, True, 1, activate)
         if eval_batch:          # last: it runs the forward kernels, which training compiles first
             x = np.zeros((eval_batch,) + net.input_shape, net.dtype)
             net._outputs_and_loss(params, x, _targets(net, eval_batch), net._stats(None))

@@ -591,6 +591,11 @@ class Recurrent:
         # cache is just ``x``: a backward pass from it runs the training forward first
         return y, (cache if train else x)
 
+    def forward_zeros(self, params, x):
+        """``forward(params, x, True)``'s output and cache in zeros, without running it (see
+        ``kernels.recurrent.recurrent_zeros``)."""
+        return krec.recurrent_zeros(x, params[1], CELLS[self.cell], self.return_sequences)
+
     def backward(self, params, cache, dy, need_dx=True, activate=True):
         if isinstance(cache, np.ndarray):           # from an inference forward (see ``forward``)
             cache = self.forward(params, cache, True)[1]

@@ -361,3 +361,40 @@ def test_learns_the_sign_of_a_running_sum(cell):
            .set_optimizer(neurons.optimizers.Adam(lr=0.02)).set_objective("cross_entropy"))
     trained = net.learn(x[:500], y[:500], batch=25, epochs=25, seed=1)
     assert trained.evaluate(x[500:], y[500:])[1] >= 0.9
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("sequences", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_zeros_types_as_the_training_forward(cell, sequences, dtype):
+    # the cold-start helper back-propagates through these to compile the backward kernels that
+    # training will call: every array of the same type (dtype, dimensions, layout) and shape
+    import numba
+    lay = neurons.layers.Recurrent(6, cell, return_sequences=sequences)
+    x = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(dtype)
+    params = lay.init((7, 3), np.random.default_rng(1), dtype)
+    y, cache = lay.forward(params, x, True)
+    y0, cache0 = lay.forward_zeros(params, x)
+    assert numba.typeof((y, cache)) == numba.typeof((y0, cache0))
+    shapes = lambda t: [a.shape if isinstance(a, np.ndarray) else a for a in neurons._tree.leaves(t)]  # noqa: E731
+    assert shapes((y, cache)) == shapes((y0, cache0))
+    assert not any(a.any() for a in neurons._tree.leaves((y0, cache0)) if isinstance(a, np.ndarray))
+    dx, grads = lay.backward(params, cache0, y0, True)
+    assert all(np.isfinite(g).all() for g in (dx,) + grads)
+
+
+def test_the_helper_takes_a_recurrent_layer_backward_first(monkeypatch):
+    from neurons import _warm
+    from neurons.layers import Dense, Recurrent
+    calls = []
+    for cls in (Dense, Recurrent):
+        for name in ("forward", "backward"):
+            def spy(self, *args, _f=getattr(cls, name), _name=name, **kw):
+                calls.append((type(self).__name__, _name))
+                return _f(self, *args, **kw)
+            monkeypatch.setattr(cls, name, spy)
+    net = neurons.Network((4, 3)).recurrent(5, "lstm").dense(2, "softmax")
+    _warm.warm(net, 4, 0)
+    # training compiles the forward passes first: the helper starts where training ends
+    assert calls[:4] == [("Recurrent", "backward"), ("Dense", "forward"), ("Dense", "backward"),
+                         ("Recurrent", "forward")]

@@ -616,6 +616,23 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, cell, sequences, train=True):
     return y, ((xh, gates, aux, f) if train else None)
 
 
+def recurrent_zeros(x, w_hh, cell, sequences):
+    """``(y, cache)`` of zeros, shaped and typed as ``recurrent_forward(..., train=True)`` gives them
+    for ``x``, without running it: a backward pass through them compiles the backward kernels
+    without the forward ones (``neurons/_warm.py``'s helper, while training compiles those)."""
+    n, steps, f = x.shape
+    rows, units = w_hh.shape
+    dtype = x.dtype
+    if cell == RNN:
+        aux = np.empty((0, 0, 0), dtype)
+    elif cell == LSTM:
+        aux = (np.zeros((n, steps + 1, units), dtype), np.zeros((n, steps, units), dtype))
+    else:
+        aux = np.zeros((n, steps, rows), dtype)
+    cache = (np.zeros((n, steps, _width(f, units)), dtype), np.zeros((n, steps, rows), dtype), aux, f)
+    return np.zeros((n, steps, units) if sequences else (n, units), dtype), cache
+
+
 def recurrent_backward(dy, cache, w_ih, w_hh, cell, need_dx, bias):
     """Gradients of a recurrent layer, back-propagated through time.
 
