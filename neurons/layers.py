@@ -212,6 +212,14 @@ class _Window(_Activated):
         z = self._z(x, params[0], b, fused)
         return self._finish(x, z, train, seed, activate and not fused)
 
+    def forward_zeros(self, params, x):
+        """``forward(params, x, True)``'s output and cache in zeros, without running it (the cold-start
+        helper's, ``_warm.py``), or None with dropout (its mask comes from the forward)."""
+        if self.dropout:
+            return None
+        y = np.zeros((len(x),) + self.shapes(x.shape[1:])[1], x.dtype)
+        return y, (x, y, None)
+
     def backward(self, params, cache, dy, need_dx=True, activate=True):
         x = cache[0]
         fused = self._relu_in_kernel(activate)

@@ -162,3 +162,45 @@ def test_one_process_compiles_what_several_need_at_once(tmp_path):
              for _ in range(2)]
     counts = sorted(int(p.communicate(timeout=300)[0].strip()) for p in procs)
     assert counts == [0, 1]
+
+
+@pytest.mark.parametrize("layer", [
+    dict(filters=5, activation="relu"),                                 # direct loops, the ReLU in the kernel
+    dict(filters=8, activation="relu", bias=True, padding=1),           # im2col + GEMM
+    dict(filters=4, activation="tanh", padding=1, dilation=2),
+    dict(filters=6, stride=2),                                          # a strided kernel, no activation
+], ids=str)
+@pytest.mark.parametrize("kind", ["convolution", "deconvolution"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_zeros_of_a_window_layer_types_as_its_training_forward(layer, kind, dtype):
+    # the helper back-propagates through these to compile the backward kernels training will call
+    import numba
+    cls = neurons.layers.Convolution if kind == "convolution" else neurons.layers.Deconvolution
+    lay = cls(kernel=(3, 3), **layer)
+    x = np.random.default_rng(0).normal(size=(3, 2, 9, 9)).astype(dtype)
+    params = lay.init((2, 9, 9), np.random.default_rng(1), dtype)
+    y, cache = lay.forward(params, x, True)
+    y0, cache0 = lay.forward_zeros(params, x)
+    assert numba.typeof((y, cache)) == numba.typeof((y0, cache0))
+    assert y.shape == y0.shape and cache[1].shape == cache0[1].shape and not y0.any()
+    dx, grads = lay.backward(params, cache0, y0, True)
+    assert dx.shape == x.shape and all(np.isfinite(g).all() and not g.any() for g in grads)
+    assert cls(kernel=(3, 3), dropout=0.5, **layer).forward_zeros(params, x) is None     # its mask: the forward's
+
+
+def test_the_helper_takes_convolutions_backward_first(monkeypatch):
+    from neurons.layers import Convolution, Dense, Maxpool
+    calls = []
+    for cls in (Convolution, Dense, Maxpool):
+        for name in ("forward", "backward"):
+            def spy(self, *args, _f=getattr(cls, name), _name=name, **kw):
+                calls.append((type(self).__name__, _name))
+                return _f(self, *args, **kw)
+            monkeypatch.setattr(cls, name, spy)
+    net = (neurons.Network((1, 8, 8)).convolution(3, 3, padding=1, activation="relu").maxpool(2)
+           .convolution(4, 3, dropout=0.5).dense(2, "softmax"))
+    _warm.warm(net, 4, 0)
+    # the first convolution back from zeros, its forward after the loss; the one with dropout as before
+    assert calls == [("Convolution", "backward"), ("Maxpool", "forward"), ("Maxpool", "backward"),
+                     ("Convolution", "forward"), ("Convolution", "backward"), ("Dense", "forward"),
+                     ("Dense", "backward"), ("Convolution", "forward")]
