@@ -398,3 +398,28 @@ def test_the_helper_takes_a_recurrent_layer_backward_first(monkeypatch):
     # training compiles the forward passes first: the helper starts where training ends
     assert calls[:4] == [("Recurrent", "backward"), ("Dense", "forward"), ("Dense", "backward"),
                          ("Recurrent", "forward")]
+
+
+def test_the_products_of_every_mode_share_one_compilation():
+    # a mode passed as an int constant compiled ``products`` (and each ``_slice`` under it) once
+    # per value, a second of a cold start each; the modes are run-time values now
+    import numba
+
+    @numba.njit
+    def every_mode(a, b, c, init):
+        tiles.products(a, b, c, init, False, tiles.SET)
+        tiles.products(a, b, c, init, False, tiles.ADD)
+        d = c.copy()
+        tiles.products(a, b, c, init, False, tiles.SET_INIT)
+        return d
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(7, 5)).astype(np.float32), rng.normal(size=(5, 19)).astype(np.float32)
+    init = rng.normal(size=19).astype(np.float32)
+    c = np.zeros((7, 19), np.float32)
+    twice = every_mode(a, b, c, init)
+    np.testing.assert_allclose(twice, 2 * (a @ b), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c, a @ b + init, rtol=1e-5, atol=1e-5)
+    arrays = tuple(numba.typeof(v) for v in (a, b, c))
+    modes = [sig[5] for sig in tiles.products.signatures if sig[:3] == arrays]
+    assert modes == [numba.types.int64]

@@ -31,28 +31,30 @@ _TILE_ROWS = 6
 _DEPTH = 64
 # what a tile does with ``c``: adds its product, sets ``c`` to it, or sets ``c`` to ``init``
 # (a row, the bias) plus it: no pass over ``c`` beforehand to clear it or fill in the bias
-ADD, SET, SET_INIT = 0, 1, 2
+# (NumPy integers, not ints: a jit function called with an int constant is compiled for that
+# literal value, each mode apart, where these are one run-time type)
+ADD, SET, SET_INIT = np.int64(0), np.int64(1), np.int64(2)
 
 
 @intrinsic
 def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
     """``c[i:i+rows, j:j+2V] (+)= op(a)[i:i+rows, :depth] @ b[:depth, j:j+2V]`` with ``V`` the
     elements of a 32-byte vector (8 float32, 4 float64), ``rows`` a literal 1..6, ``op(a)`` ``a``
-    or, when the literal ``ta`` is true, ``a.T``, and the literal ``mode`` ``ADD`` (``+=``),
-    ``SET`` (``=``) or ``SET_INIT`` (``= init[j:j+2V] +``, ``init`` 1-D). The accumulators (up to
-    6 x 2 vectors) stay in registers while ``k`` runs, each step two vector loads of ``b``'s row
-    ``k``, a broadcast of each row's ``op(a)[., k]`` and one fused multiply-add per accumulator.
+    or, when the literal ``ta`` is true, ``a.T``, and ``mode`` ``ADD`` (``+=``), ``SET`` (``=``)
+    or ``SET_INIT`` (``= init[j:j+2V] +``, ``init`` 1-D). The accumulators (up to 6 x 2 vectors)
+    stay in registers while ``k`` runs, each step two vector loads of ``b``'s row ``k``, a
+    broadcast of each row's ``op(a)[., k]`` and one fused multiply-add per accumulator.
     The 2-D arrays are of one float dtype with contiguous rows (any row stride: ``products``
-    checks)."""
+    checks). ``mode`` is a run-time value, taken before and after the loop over ``k`` (selects,
+    not branches): a literal one compiled every product that calls this once per mode."""
     arrays = (a, b, c)
     if not (all(isinstance(t, types.Array) and t.ndim == 2 for t in arrays)
             and isinstance(init, types.Array) and init.ndim == 1
             and c.dtype in (types.float32, types.float64) and a.dtype == b.dtype == c.dtype == init.dtype
             and isinstance(rows, types.IntegerLiteral) and 1 <= rows.literal_value <= _TILE_ROWS
-            and isinstance(ta, types.BooleanLiteral)
-            and isinstance(mode, types.IntegerLiteral) and mode.literal_value in (ADD, SET, SET_INIT)):
+            and isinstance(ta, types.BooleanLiteral) and isinstance(mode, types.Integer)):
         return None
-    n_rows, transposed, how = rows.literal_value, ta.literal_value, mode.literal_value
+    n_rows, transposed = rows.literal_value, ta.literal_value
     signature = types.void(a, b, c, init, i, j, depth, rows, ta, mode)
 
     def codegen(context, builder, sig, args):
@@ -63,7 +65,8 @@ def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
         intp = context.get_value_type(types.intp)
         a_arr, b_arr, c_arr = (context.make_array(t)(context, builder, v) for t, v in zip(arrays, args[:3]))
         init_arr = context.make_array(init)(context, builder, args[3])
-        i0, j0, depth_v = (context.cast(builder, v, t, types.intp) for v, t in zip(args[4:7], sig.args[4:7]))
+        i0, j0, depth_v, mode_v = (context.cast(builder, v, t, types.intp) for v, t in
+                                   zip(args[4:7] + (args[9],), sig.args[4:7] + (sig.args[9],)))
         i8p = ir.IntType(8).as_pointer()
 
         def const(v):
@@ -81,14 +84,16 @@ def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
                                              f"llvm.fma.v{width}f{8 * size}")
         undef = ir.Constant(vty, ir.Undefined)
         splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
-        if how == SET_INIT:
-            starts = []
-            for v in range(2):
-                offset = builder.mul(column(v), cgutils.unpack_tuple(builder, init_arr.strides)[0])
-                p = builder.bitcast(builder.gep(builder.bitcast(init_arr.data, i8p), [offset]), vty.as_pointer())
-                starts.append(builder.load(p, align=size))
-        else:
-            starts = [ir.Constant(vty, [ir.Constant(fty, 0.0)] * width)] * 2
+        zeros = ir.Constant(vty, [ir.Constant(fty, 0.0)] * width)
+        # SET_INIT starts from init's vectors, the others from zeros (read from a zero vector of
+        # the stack: init may be empty then, and is not to be read)
+        with_init, adding = builder.icmp_signed("==", mode_v, const(SET_INIT)), builder.icmp_signed("==", mode_v, const(ADD))
+        nothing = cgutils.alloca_once_value(builder, zeros)
+        starts = []
+        for v in range(2):
+            offset = builder.mul(column(v), cgutils.unpack_tuple(builder, init_arr.strides)[0])
+            p = builder.bitcast(builder.gep(builder.bitcast(init_arr.data, i8p), [offset]), vty.as_pointer())
+            starts.append(builder.load(builder.select(with_init, p, nothing), align=size))
         acc = [[cgutils.alloca_once_value(builder, starts[v]) for v in range(2)] for _ in range(n_rows)]
         with cgutils.for_range(builder, depth_v) as loop:
             k = loop.index
@@ -104,8 +109,7 @@ def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
             for v in range(2):
                 p = address(c_arr, builder.add(i0, const(r)), column(v), vty)
                 value = builder.load(acc[r][v])
-                if how == ADD:
-                    value = builder.fadd(builder.load(p, align=size), value)
+                value = builder.select(adding, builder.fadd(builder.load(p, align=size), value), value)
                 builder.store(value, p, align=size)
         return context.get_dummy_value()
 
@@ -156,10 +160,7 @@ def _tiled(a, b, c, init, ta, mode):
         depth = b.shape[0]
         for k0 in range(0, max(depth, 1), _DEPTH):
             k1 = min(depth, k0 + _DEPTH)
-            if k0 == 0:
-                _slice(a[k0:k1], b[k0:k1], c, init, ta, mode)
-            else:
-                _slice(a[k0:k1], b[k0:k1], c, init, ta, ADD)
+            _slice(a[k0:k1], b[k0:k1], c, init, ta, mode if k0 == 0 else ADD)
     else:
         _slice(a, b, c, init, ta, mode)
 
