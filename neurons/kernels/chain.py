@@ -28,6 +28,8 @@ block bodies) are chosen at run time: ``neurons/_fused.py`` passes the addresses
 network uses (``_blocks.call_at``), so that only they compile, not every kernel a branch here
 could name (5 of the 18 s a cold start of a small dense network took).
 
+With ``outs`` (``Network.predict``) it runs the forward ops only and writes the outputs.
+
 Params live in one flat array: unit ``u``'s weights (dense ``(out, in)``, a convolution's kernel
 ``(F, C, kh, kw)``) from ``woff[u]``, its bias from ``boff[u]`` (-1: no bias). Gradients and the
 optimizer's state arrays use the same layout (a state array of length 0: that option is off).
