@@ -435,7 +435,10 @@ class Network:
         x = self.check_x(x)
         batch = _checks.positive_int(batch, "batch")
         self._check_state_arg(state)
-        runner = self._predictor(min(batch, len(x)))
+        # batches of ``batch`` rows; fewer samples than that run as one, and any runner of at least
+        # that many rows runs them alike: rounded up to a power of two, a few runners serve every size
+        rows = batch if len(x) >= batch else min(batch, 1 << (len(x) - 1).bit_length())
+        runner = self._predictor(rows)
         if runner is not None:
             if runner.light:            # one thread, small arrays: nothing for ``running`` to set
                 out = runner.predict(leaves, x)

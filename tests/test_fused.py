@@ -676,7 +676,7 @@ def test_a_pickled_network_or_runner_carries_no_kernel_addresses():
     x, params = _data(net, 5)[0], net.init(0)
     runner = _compiled(net, 5)
     want = net.predict(params, x)
-    assert net._predictor(5).fwd is not None
+    assert net._predictor(8).fwd is not None           # 5 samples: the runner of 8 rows took them
     again = pickle.loads(pickle.dumps(net))
     assert "_predictors" not in again.__dict__ and again == net
     assert np.array_equal(again.predict(params, x), want)
@@ -689,3 +689,14 @@ def test_predict_leaves_large_batches_of_wide_inputs_to_the_general_path():
     net = neurons.Network((784,)).dense(10, "softmax")
     assert _fused.plan(net, 1000, 1000, infer=True) is not None and net._predictor(1000) is None
     assert _fused.plan(net, 8, 8, infer=True).gains
+
+
+def test_predict_keeps_a_few_runners_for_every_size():
+    # fewer samples than the batch run as one batch, on a runner of the next power of two rows
+    net = neurons.Network((4,)).dense(6, "relu").dense(3, "softmax")
+    _compiled(net, 8)
+    params = net.init(0)
+    for n in range(1, 40):
+        x = _data(net, n, seed=n)[0]
+        assert np.array_equal(net.predict(params, x, 16), _general_predict(net, params, x, 16))
+    assert sorted(net.__dict__["_predictors"]) == [1, 2, 4, 8, 16]
