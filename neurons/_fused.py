@@ -42,7 +42,7 @@ import numba
 from numba import types as nbtypes
 from numba.core import config, event
 
-from . import _tree, graph
+from . import _checks, _tree, graph
 from .kernels import activations as kact, chain, conv as kconv, conv_direct, conv_gemm, conv_planes
 from .kernels import dense as kdense, maxpool as kpool, objectives as kobj, optim as kopt
 from .kernels import _blocks
@@ -448,8 +448,8 @@ class Runner:
         """The network's outputs (N, O) for the checked ``x`` (N, ...), ``batch`` rows at a time,
         from the param arrays ``leaves`` (checked but for finiteness); None if one of them holds a
         NaN or inf (nothing has run: ``check_params`` says which). Needs ``infer``."""
-        flat = np.concatenate([a.reshape(-1) for a in leaves])
-        if not np.isfinite(flat).all():
+        flat = self._concat(leaves)
+        if not _checks.all_finite(flat):
             return None
         n = len(x)
         outs = np.empty((n, self.outputs), self.dtype)
@@ -464,7 +464,9 @@ class Runner:
 
     def _flat(self, tree):
         """The leaves of a params-shaped tree in one new flat array (empty if its leaves are)."""
-        leaves = _tree.leaves(tree)
+        return self._concat(_tree.leaves(tree))
+
+    def _concat(self, leaves):
         if not leaves[0].size:
             return self._none
         return np.concatenate([a.reshape(-1) for a in leaves])

@@ -103,7 +103,7 @@ def warm(net, batch, eval_batch):
             spec, p = graph._spec(layers, op), graph._param(params, op)
             xin = np.zeros((batch,) + graph._in_shape(shapes, layers, op), net.dtype)
             activate = k != last or not net._fused
-            zeros = spec.forward_zeros(p, xin) if hasattr(spec, "forward_zeros") else None
+            zeros = getattr(spec, "forward_zeros", lambda p, x: None)(p, xin)
             if (op.layer, op.sub) in stats:
                 y, cache, _ = spec.forward_state(p, stats[(op.layer, op.sub)], xin, True)
             elif zeros is not None:

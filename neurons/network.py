@@ -447,7 +447,7 @@ class Network:
                     out = runner.predict(leaves, x)
             if out is not None:
                 return out.reshape((-1,) + self.output_shape)
-        self.check_params(params)       # a param not finite: the error
+        self._check_finite(leaves, self._param_leaf_shapes, "params")      # (the chain's None: the error)
         stats = self._stats(state)
         outs = []
         with running():
@@ -615,10 +615,19 @@ class Network:
                                      f"got {getattr(a, 'shape', type(a).__name__)}")
                 if a.dtype != self.dtype:
                     raise TypeError(f"{name}[{i}] has dtype {a.dtype}; this network is {self.dtype}")
-                if finite and not _checks.all_finite(a):
+        if finite:
+            self._check_finite(leaves, want, name)
+        return leaves
+
+    def _check_finite(self, leaves, want, name):
+        """That every value of ``leaves`` (``_check_tree``'s, of a tree shaped as ``want``) is finite."""
+        start = 0
+        for i, shapes in enumerate(want):
+            for a in leaves[start:start + len(shapes)]:
+                if not _checks.all_finite(a):
                     raise ValueError(f"{name}[{i}] holds a non-finite value ({a[_checks.first_nonfinite(a)]}) "
                                      f"at index {_checks.first_nonfinite(a)} of its array of shape {a.shape}")
-        return leaves
+            start += len(shapes)
 
     def __str__(self):
         from .display import describe

@@ -3,7 +3,6 @@ costs about as much as the work (the recurrent layers' per-step products, the co
 im2col products with few filters or channels): ``c (+)= op(a) @ b`` in tiles whose accumulators
 stay in vector registers, every element of ``c`` the same chain of fused multiply-adds over the
 depth whichever tile it falls in.
-
 """
 import llvmlite.ir as ir
 import numpy as np
@@ -87,7 +86,8 @@ def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
         zeros = ir.Constant(vty, [ir.Constant(fty, 0.0)] * width)
         # SET_INIT starts from init's vectors, the others from zeros (read from a zero vector of
         # the stack: init may be empty then, and is not to be read)
-        with_init, adding = builder.icmp_signed("==", mode_v, const(SET_INIT)), builder.icmp_signed("==", mode_v, const(ADD))
+        with_init = builder.icmp_signed("==", mode_v, const(SET_INIT))
+        adding = builder.icmp_signed("==", mode_v, const(ADD))
         nothing = cgutils.alloca_once_value(builder, zeros)
         starts = []
         for v in range(2):
