@@ -1,6 +1,7 @@
 """Recurrent layers (rnn, lstm, gru): forward against the naive reference, gradients against
 central differences, the kernels' blocks, the graph rules on sequences, save/load, and a small
 sequence task that is learned."""
+import numba
 import numpy as np
 import pytest
 
@@ -210,12 +211,13 @@ def test_float32_gates_are_accurate_and_keep_nan():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_products_in_tiles(dtype):
-    """The tiled products (6 rows x 2 vectors, one smaller tile for leftover rows, a plain loop
-    for leftover columns, the depth in slices of 64) against NumPy, on blocks of rows of larger
+    """The tiled products (6 rows x 2 vectors, one smaller tile for leftover rows, tiles of one
+    vector and a plain loop for leftover columns (57: 3 vectors and 9, 1 or 1 columns over), the
+    depth in slices of 64) against NumPy, on blocks of rows of larger
     arrays: ``c += a @ b``, ``c = a @ b``, ``c = a.T @ b`` and ``c = init + a @ b``."""
     rng = np.random.default_rng(17)
     for m, depth, n in ((1, 3, 5), (3, 7, 16), (5, 128, 48), (8, 33, 37), (16, 512, 128), (13, 28, 512),
-                        (7, 200, 160)):
+                        (7, 200, 160), (6, 40, 57)):
         for kind in ("add", "set", "set_at", "bias"):
             ta = kind == "set_at"
             big_a = rng.normal(size=(depth + 2, 3, m) if ta else (m + 2, 3, depth)).astype(dtype)
@@ -237,6 +239,28 @@ def test_products_in_tiles(dtype):
             assert np.array_equal(big_c[mask], before[mask])     # nothing outside c written
     with pytest.raises(ValueError, match="rows must be contiguous"):
         tiles.matmul_add(np.zeros((4, 6), dtype)[:, ::2], np.zeros((3, 5), dtype), np.zeros((4, 5), dtype))
+
+
+@pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no machine code without the JIT")
+def test_the_tiles_take_the_widest_vectors_the_cpu_has():
+    """64-byte vectors (zmm registers) where Numba compiles for AVX-512, 32-byte ones (ymm) on
+    AVX2: a product of two vectors' columns runs in them."""
+    from numba.core.registry import cpu_target
+    features = cpu_target.target_context.codegen()._tm_features.split(",")
+    if "+avx2" not in features:
+        pytest.skip("no AVX2 here: LLVM splits the tiles' vectors into narrower ones")
+    wide = "+avx512f" in features
+    assert tiles.VECTOR == (64 if wide else 32)
+    @numba.njit     # not cached: a function loaded from the cache keeps no assembly
+    def tile(a, b, c, init):
+        tiles._tile(a, b, c, init, 0, 0, a.shape[1], 6, 2, False, tiles.SET)
+
+    cols = 2 * tiles.VECTOR // 4
+    a, b, c = np.ones((6, 5), np.float32), np.ones((5, cols), np.float32), np.zeros((6, cols), np.float32)
+    tile(a, b, c, c[0])
+    assert np.all(c == 5)
+    asm = tile.inspect_asm(tile.signatures[0])
+    assert ("zmm" in asm) == wide and "ymm" in asm.replace("zmm", "ymm")
 
 
 def test_images_as_sequences():

@@ -21,9 +21,28 @@ from ._config import FASTMATH, jit
 # hour; on a quieter hour, 30-37 at 16 x 512 x 128 and 16 x 128 x 512, against OpenBLAS's 25 a
 # thread on a 2048^3 product). They also take a block's share of the weights' gradient,
 # ``dg^T [x, h_prev]`` (``G·H x (nb·T) x (F + H)``, ``dg`` read transposed): 27-31 GFLOP/s at every
-# batch size, where OpenBLAS's transposed product gave 11.
+# batch size, where OpenBLAS's transposed product gave 11. (Those figures are an AMD host's with
+# AVX2. On an Intel host with AVX-512, tiles of 64-byte vectors against 32-byte ones, one thread:
+# 64 x 288 x 224, lenet's 32 -> 64 convolution, 100 -> 117-152 GFLOP/s; 16 x 128 x 512 91 -> 100-128;
+# 8 x 72 x 224 66 -> 77-91 (``python -m bench.tiles``).)
 
 _TILE_ROWS = 6
+
+
+def _vector_bytes():
+    """The width of the tiles' vectors: 64 bytes where the CPU that Numba compiles for has AVX-512
+    (its features as Numba's own code generator sets them, ``NUMBA_CPU_FEATURES`` included), else
+    32 (AVX2; on older CPUs LLVM splits each vector in two). Numba's cache is keyed by those
+    features, so machine code built for one width is never loaded on a CPU without it."""
+    if config.DISABLE_JIT:
+        return 32
+    from numba.core.registry import cpu_target
+    features = cpu_target.target_context.codegen()._tm_features.split(",")
+    return 64 if "+avx512f" in features else 32
+
+
+VECTOR = _vector_bytes()
+
 # the depth taken at a time: a deep product (the weights' gradient over a block's every step)
 # runs in slices whose share of both operands stays in the L1 cache (3584 deep, batch 128 on one
 # thread: 7.7 GFLOP/s in one slice, 27 in slices of 256, 32.5 in slices of 64)
@@ -36,13 +55,14 @@ ADD, SET, SET_INIT = np.int64(0), np.int64(1), np.int64(2)
 
 
 @intrinsic
-def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
-    """``c[i:i+rows, j:j+2V] (+)= op(a)[i:i+rows, :depth] @ b[:depth, j:j+2V]`` with ``V`` the
-    elements of a 32-byte vector (8 float32, 4 float64), ``rows`` a literal 1..6, ``op(a)`` ``a``
-    or, when the literal ``ta`` is true, ``a.T``, and ``mode`` ``ADD`` (``+=``), ``SET`` (``=``)
-    or ``SET_INIT`` (``= init[j:j+2V] +``, ``init`` 1-D). The accumulators (up to 6 x 2 vectors)
-    stay in registers while ``k`` runs, each step two vector loads of ``b``'s row ``k``, a
-    broadcast of each row's ``op(a)[., k]`` and one fused multiply-add per accumulator.
+def _tile(typingctx, a, b, c, init, i, j, depth, rows, vecs, ta, mode):
+    """``c[i:i+rows, j:j+vV] (+)= op(a)[i:i+rows, :depth] @ b[:depth, j:j+vV]`` with ``V`` the
+    elements of a vector of ``VECTOR`` bytes (AVX-512: 16 float32, 8 float64; else 8 and 4), ``rows``
+    a literal 1..6 and ``vecs`` (``v``) 1 or 2, ``op(a)`` ``a`` or, when the literal ``ta`` is true,
+    ``a.T``, and ``mode`` ``ADD`` (``+=``), ``SET`` (``=``) or ``SET_INIT`` (``= init[j:j+vV] +``,
+    ``init`` 1-D). The accumulators (up to 6 x 2 vectors) stay in registers while ``k`` runs, each
+    step a vector load of ``b``'s row ``k`` per vector, a broadcast of each row's ``op(a)[., k]`` and
+    one fused multiply-add per accumulator.
     The 2-D arrays are of one float dtype with contiguous rows (any row stride: ``products``
     checks). ``mode`` is a run-time value, taken before and after the loop over ``k`` (selects,
     not branches): a literal one compiled every product that calls this once per mode."""
@@ -51,21 +71,22 @@ def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
             and isinstance(init, types.Array) and init.ndim == 1
             and c.dtype in (types.float32, types.float64) and a.dtype == b.dtype == c.dtype == init.dtype
             and isinstance(rows, types.IntegerLiteral) and 1 <= rows.literal_value <= _TILE_ROWS
+            and isinstance(vecs, types.IntegerLiteral) and vecs.literal_value in (1, 2)
             and isinstance(ta, types.BooleanLiteral) and isinstance(mode, types.Integer)):
         return None
-    n_rows, transposed = rows.literal_value, ta.literal_value
-    signature = types.void(a, b, c, init, i, j, depth, rows, ta, mode)
+    n_rows, n_vecs, transposed = rows.literal_value, vecs.literal_value, ta.literal_value
+    signature = types.void(a, b, c, init, i, j, depth, rows, vecs, ta, mode)
 
     def codegen(context, builder, sig, args):
         fty = context.get_value_type(c.dtype)
         size = context.get_abi_sizeof(fty)
-        width = 32 // size
+        width = VECTOR // size
         vty = ir.VectorType(fty, width)
         intp = context.get_value_type(types.intp)
         a_arr, b_arr, c_arr = (context.make_array(t)(context, builder, v) for t, v in zip(arrays, args[:3]))
         init_arr = context.make_array(init)(context, builder, args[3])
         i0, j0, depth_v, mode_v = (context.cast(builder, v, t, types.intp) for v, t in
-                                   zip(args[4:7] + (args[9],), sig.args[4:7] + (sig.args[9],)))
+                                   zip(args[4:7] + (args[10],), sig.args[4:7] + (sig.args[10],)))
         i8p = ir.IntType(8).as_pointer()
 
         def const(v):
@@ -90,23 +111,23 @@ def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
         adding = builder.icmp_signed("==", mode_v, const(ADD))
         nothing = cgutils.alloca_once_value(builder, zeros)
         starts = []
-        for v in range(2):
+        for v in range(n_vecs):
             offset = builder.mul(column(v), cgutils.unpack_tuple(builder, init_arr.strides)[0])
             p = builder.bitcast(builder.gep(builder.bitcast(init_arr.data, i8p), [offset]), vty.as_pointer())
             starts.append(builder.load(builder.select(with_init, p, nothing), align=size))
-        acc = [[cgutils.alloca_once_value(builder, starts[v]) for v in range(2)] for _ in range(n_rows)]
+        acc = [[cgutils.alloca_once_value(builder, starts[v]) for v in range(n_vecs)] for _ in range(n_rows)]
         with cgutils.for_range(builder, depth_v) as loop:
             k = loop.index
-            bk = [builder.load(address(b_arr, k, column(v), vty), align=size) for v in range(2)]
+            bk = [builder.load(address(b_arr, k, column(v), vty), align=size) for v in range(n_vecs)]
             for r in range(n_rows):
                 row = builder.add(i0, const(r))
                 x = builder.load(address(a_arr, k, row, fty) if transposed else address(a_arr, row, k, fty))
                 xs = builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(ir.IntType(32), 0)),
                                             undef, splat)
-                for v in range(2):
+                for v in range(n_vecs):
                     builder.store(builder.call(fma, [xs, bk[v], builder.load(acc[r][v])]), acc[r][v])
         for r in range(n_rows):
-            for v in range(2):
+            for v in range(n_vecs):
                 p = address(c_arr, builder.add(i0, const(r)), column(v), vty)
                 value = builder.load(acc[r][v])
                 value = builder.select(adding, builder.fadd(builder.load(p, align=size), value), value)
@@ -117,8 +138,8 @@ def _tile(typingctx, a, b, c, init, i, j, depth, rows, ta, mode):
 
 
 if config.DISABLE_JIT:
-    def _tile(a, b, c, init, i, j, depth, rows, ta, mode):     # noqa: F811
-        cols = 2 * (32 // c.itemsize)
+    def _tile(a, b, c, init, i, j, depth, rows, vecs, ta, mode):     # noqa: F811
+        cols = vecs * (VECTOR // c.itemsize)
         ai = a[:depth, i:i + rows].T if ta else a[i:i + rows, :depth]
         product = ai @ b[:depth, j:j + cols]
         if mode == ADD:
@@ -133,22 +154,34 @@ def _strided(x):
 
 
 @jit
-def _slice(a, b, c, init, ta, mode):
-    """``c (+)= op(a) @ b`` over the tiled columns, in tiles (see ``_tile``) of 6 rows, then one of
-    4 and single rows for what is left (each tile size is compiled apart: three keep the
-    compilation short, and 16 or 64 rows, a block at batch 32 or 128, need no single rows)."""
-    m, n = c.shape
-    depth = b.shape[0]
-    cols = 2 * (32 // c.itemsize)
+def _rows(a, b, c, init, j, depth, vecs, ta, mode):
+    """Columns ``j:j + vecs·V`` of ``c`` (see ``_tile``), in tiles of 6 rows, then one of 4 and single
+    rows for what is left (each tile size is compiled apart: three keep the compilation short, and
+    16 or 64 rows, a block at batch 32 or 128, need no single rows)."""
+    m = c.shape[0]
     full = m - m % _TILE_ROWS
     four = full + 4 if m - full >= 4 else full
-    for j in range(0, n - n % cols, cols):
-        for i in range(0, full, _TILE_ROWS):
-            _tile(a, b, c, init, i, j, depth, 6, ta, mode)
-        if four > full:
-            _tile(a, b, c, init, full, j, depth, 4, ta, mode)
-        for i in range(four, m):
-            _tile(a, b, c, init, i, j, depth, 1, ta, mode)
+    for i in range(0, full, _TILE_ROWS):
+        _tile(a, b, c, init, i, j, depth, 6, vecs, ta, mode)
+    if four > full:
+        _tile(a, b, c, init, full, j, depth, 4, vecs, ta, mode)
+    for i in range(four, m):
+        _tile(a, b, c, init, i, j, depth, 1, vecs, ta, mode)
+
+
+@jit
+def _slice(a, b, c, init, ta, mode):
+    """``c (+)= op(a) @ b`` over the tiled columns: tiles of two vectors, then one of one vector
+    where a vector's columns or more are left (AVX-512's 16 float32 columns of 784: 48 more
+    columns in tiles, not in ``products``' plain loop)."""
+    n = c.shape[1]
+    depth = b.shape[0]
+    width = VECTOR // c.itemsize
+    pairs = n - n % (2 * width)
+    for j in range(0, pairs, 2 * width):
+        _rows(a, b, c, init, j, depth, 2, ta, mode)
+    if n - pairs >= width:
+        _rows(a, b, c, init, pairs, depth, 1, ta, mode)
 
 
 def _tiled(a, b, c, init, ta, mode):
@@ -177,7 +210,8 @@ def _tiled_typed(a, b, c, init, ta, mode):
 def products(a, b, c, init, ta, mode):
     """``c (+)= op(a) @ b`` for ``op(a) (m, k)`` (``a``, or ``a.T`` with the literal ``ta``),
     ``b (k, n)`` and ``c (m, n)``, each with contiguous rows (any row stride), ``mode`` as
-    ``_tile``'s: tiles of 6 rows (see ``_slice``) and 2 vectors, a column panel of ``b`` at a
+    ``_tile``'s: tiles of 6 rows (see ``_rows``) and 2 vectors (one where that many columns are
+    left, see ``_slice``), a column panel of ``b`` at a
     time (it stays in the L1 cache while the row tiles pass), leftover columns in a plain loop;
     with ``ta`` (the weights' gradient, deep) the depth in slices of ``_DEPTH``, the first with
     ``mode``, the others adding. Each element of ``c`` gets the same chain of fused multiply-adds
@@ -190,7 +224,7 @@ def products(a, b, c, init, ta, mode):
     if _strided(a) or _strided(b) or _strided(c):
         raise ValueError("products: rows must be contiguous")
     _tiled(a, b, c, init, ta, mode)
-    n_tiled = n - n % (2 * (32 // c.itemsize))
+    n_tiled = n - n % (VECTOR // c.itemsize)
     for i in range(m):
         ci = c[i]
         if mode != ADD:
