@@ -241,6 +241,17 @@ def test_products_in_tiles(dtype):
         tiles.matmul_add(np.zeros((4, 6), dtype)[:, ::2], np.zeros((3, 5), dtype), np.zeros((4, 5), dtype))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_aligned_buffers_start_on_a_vector_boundary(dtype):
+    for rows, cols in ((1, 1), (3, 7), (288, 224), (64, 1088), (0, 5)):
+        for _ in range(3):
+            buf = tiles.aligned_empty(rows, cols, np.empty(0, dtype))
+            assert buf.shape == (rows, cols) and buf.dtype == dtype and buf.flags.c_contiguous
+            assert buf.size == 0 or buf.ctypes.data % tiles.VECTOR == 0
+            buf[...] = 1                                  # all of it is ours to write
+            assert buf.sum() == rows * cols
+
+
 @pytest.mark.skipif(numba.config.DISABLE_JIT, reason="no machine code without the JIT")
 def test_the_tiles_take_the_widest_vectors_the_cpu_has():
     """64-byte vectors (zmm registers) where Numba compiles for AVX-512, 32-byte ones (ymm) on

@@ -35,7 +35,7 @@ from ._config import jit, span
 from .blas import gemm
 from .conv_planes import (at, copy_out, pad_plane, padded_length, stride1_forward, sum_blocks, unpad,
                           unpad_plane, widen, widen_plane)
-from .tiles import SET, products
+from .tiles import SET, aligned_empty, products
 
 
 @jit
@@ -77,8 +77,8 @@ def _forward_gemm_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
     length = oh * wp
     zero = x.dtype.type(0.0)
     xps = np.empty((c, padded_length(h, ph, wp, kw, dw)), x.dtype)
-    cols = np.empty((c * kh * kw, length), x.dtype)
-    out = np.empty((f, length), x.dtype)
+    cols = aligned_empty(c * kh * kw, length, x)
+    out = aligned_empty(f, length, x)
     no_init = np.empty(0, x.dtype)  # products' init row: unused when setting c
     lo, hi = span(blk, blocks, n)
     for s in range(lo, hi):
@@ -107,7 +107,7 @@ def correlate(x, k, stride, padding, dilation, oh, ow):
 def _scatter_gemm_flat_body(blk, blocks, dyw, kt, kh, kw, dh, dw, wp, dxp):
     """``kt``: k as (C·kh·kw, F) (see ``backward``)."""
     n, f, length = dyw.shape
-    cols = np.empty((kt.shape[0], length), dyw.dtype)
+    cols = aligned_empty(kt.shape[0], length, dyw)
     no_init = np.empty(0, dyw.dtype)  # products' init row: unused when setting c
     lo, hi = span(blk, blocks, n)
     for s in range(lo, hi):
@@ -148,8 +148,8 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
     xps = np.empty((c, size), dy.dtype)
     dxps = np.empty((c if need_dx else 0, size), dy.dtype)
     cols = np.empty((ckk, length), dy.dtype)
-    dcols = np.empty((ckk, length), dy.dtype)
-    dyw = np.empty((f, length), dy.dtype)
+    dcols = aligned_empty(ckk, length, dy)
+    dyw = aligned_empty(f, length, dy)
     no_init = np.empty(0, dy.dtype)  # products' init row: unused when setting c
     lo, hi = span(blk, blocks, dy.shape[0])
     for s in range(lo, hi):

@@ -37,7 +37,7 @@ from numba.extending import intrinsic, overload
 from ._blocks import block_count, parallel
 from ._config import FASTMATH, jit, span
 from .blas import gemm
-from .tiles import matmul_add, matmul_bias, matmul_set, matmul_set_at
+from .tiles import aligned_empty, matmul_add, matmul_bias, matmul_set, matmul_set_at
 
 RNN, LSTM, GRU = 0, 1, 2
 GATES = (1, 4, 3)
@@ -536,6 +536,19 @@ def _blocks(n, steps, rows, units):
 CHUNK = 24
 
 
+def _aligned(rows, cols, dtype):
+    """``np.empty((rows, cols), dtype)`` starting on a vector boundary (``tiles.aligned_empty``):
+    the tiles' operands and outputs (their rows are whole vectors here)."""
+    return aligned_empty(rows, cols, np.empty(0, dtype))
+
+
+def _aligned_copy(w):
+    """A C-contiguous copy of the 2-D ``w`` starting on a vector boundary."""
+    out = _aligned(w.shape[0], w.shape[1], w.dtype)
+    out[...] = w
+    return out
+
+
 def _spread(w):
     """``w (k, n)``, or a copy with a tile's columns of zeros more (16 float32, 8 float64: one
     cache line), when a tile's panel of ``w`` (``k`` rows, a row of ``w`` apart) would fall in few
@@ -548,8 +561,9 @@ def _spread(w):
     lines = n // cols
     if n % cols or lines % 2 or k <= 8 * 64 // math.gcd(lines, 64):
         return w
-    out = np.zeros((k, n + cols), w.dtype)
+    out = _aligned(k, n + cols, w.dtype)
     out[:, :n] = w
+    out[:, n:] = 0.0
     return out
 
 
@@ -574,10 +588,10 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, cell, sequences, train=True):
         b[:2 * units] += b_hh[:2 * units]
     else:
         b = b_ih + b_hh
-    w_it, w_t = np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T)
+    w_it, w_t = _aligned_copy(w_ih.T), _aligned_copy(w_hh.T)
     if train:
         width = _width(f, units)
-        xh = np.empty((n, steps, width), dtype)
+        xh = _aligned(n * steps, width, dtype).reshape(n, steps, width)
         xh[:, :, :f] = x
         xh[:, 0, f:] = 0.0
         xh[:, 1:, f + units:] = 0.0
@@ -590,7 +604,7 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, cell, sequences, train=True):
         kept, chunk = 1, CHUNK
         w_it, w_t = _spread(w_it), _spread(w_t)
         b = np.concatenate([b, np.zeros(w_it.shape[1] - rows, dtype)])
-    gates = np.empty((n, kept, w_it.shape[1]), dtype)
+    gates = _aligned(n * kept, w_it.shape[1], dtype).reshape(n, kept, w_it.shape[1])
     h_last = np.empty((n, units), dtype)
     blocks = _blocks(n, steps, rows, units)
     common = (blocks, chunk, xh, xh2, hs, w_it, w_t, b)
@@ -598,12 +612,12 @@ def recurrent_forward(x, w_ih, w_hh, b_ih, b_hh, cell, sequences, train=True):
     hidden = w_t.shape[1]           # rows (spread in inference)
     if cell == RNN:
         aux = np.empty((0, 0, 0), dtype)
-        _rnn_forward_blocks(blocks, common + (gates, flat, np.empty((n, hidden), dtype), h_last))
+        _rnn_forward_blocks(blocks, common + (gates, flat, _aligned(n, hidden, dtype), h_last))
     elif cell == LSTM:
         aux = np.empty((n, steps + 1 if train else 2, units), dtype)   # c_t at t + 1
         aux[:, 0] = 0.0
         aux = (aux, np.empty((n, kept, units), dtype))                  # and tanh(c_t)
-        _lstm_forward_blocks(blocks, common + (gates, flat, np.empty((n, hidden), dtype)) + aux + (h_last,))
+        _lstm_forward_blocks(blocks, common + (gates, flat, _aligned(n, hidden, dtype)) + aux + (h_last,))
     else:
         aux = np.empty((n, kept, hidden), dtype)           # h_{t-1} W_hh^T (+ b_hn)
         _gru_forward_blocks(blocks, common + (b_hh, gates, flat, aux, h_last))
@@ -645,12 +659,12 @@ def recurrent_backward(dy, cache, w_ih, w_hh, cell, need_dx, bias):
     n, steps, width = xh.shape
     rows, units = w_hh.shape
     dtype = xh.dtype
-    w_ih, w_hh = np.ascontiguousarray(w_ih), np.ascontiguousarray(w_hh)
+    w_ih, w_hh = np.ascontiguousarray(w_ih), _aligned_copy(w_hh)
     dy = np.ascontiguousarray(dy).reshape(n, -1, units)
-    dh = np.empty((n, units), dtype)
+    dh = _aligned(n, units, dtype)
     dx = np.empty((n if need_dx else 0, steps, f), dtype)
     blocks = _blocks(n, steps, rows, units)
-    pw = np.empty((blocks, rows, width), dtype)
+    pw = _aligned(blocks * rows, width, dtype).reshape(blocks, rows, width)
     pb = np.empty((blocks, 2, rows), dtype)
     dgi = np.empty((n, steps, rows), dtype)
     common = (blocks, dy, xh, xh.reshape(n * steps, width), w_ih, w_hh, gates)

@@ -237,6 +237,18 @@ def products(a, b, c, init, ta, mode):
 
 
 @jit
+def aligned_empty(rows, cols, like):
+    """An uninitialised C-contiguous (rows, cols) array of ``like``'s dtype whose data starts on a
+    ``VECTOR``-byte boundary, and so each row too when ``cols`` fills whole vectors: the tiles'
+    vector loads and stores then never straddle two cache lines (Numba's ``np.empty`` gives 32-byte
+    boundaries: on AVX-512, 64 x 288 x 224 ran at 117 GFLOP/s from those, 153 from 64-byte ones)."""
+    per = VECTOR // like.itemsize
+    buf = np.empty(rows * cols + per, like.dtype)
+    skip = (VECTOR - buf.ctypes.data % VECTOR) % VECTOR // like.itemsize
+    return buf[skip:skip + rows * cols].reshape(rows, cols)
+
+
+@jit
 def matmul_add(a, b, c):
     """``c += a @ b`` (see ``products``)."""
     products(a, b, c, np.empty(0, c.dtype), False, ADD)
