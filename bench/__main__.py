@@ -132,6 +132,19 @@ def demo_cold(threads, reps):
     return {"helper_s": sorted(times[True]), "no_helper_s": sorted(times[False])}
 
 
+def _cpu():
+    """The CPU's model and the vector widths that decide the kernels' speed (the host of
+    2026-12-03 changed from an AMD CPU with AVX2 to an Intel one with AVX-512 between two runs)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    return f"{model} ({', '.join(f for f in ('avx2', 'avx512f') if f in flags) or 'no AVX2'})"
+
+
 def matmul_peak(threads):
     code = ("import numpy as np, time\n"
             "a = np.random.rand(2048, 2048).astype(np.float32); b = a.copy(); a @ b\n"
@@ -193,7 +206,7 @@ def main(argv=None):
     result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": {
         "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
-        "matmul_peak_gflops": peak}, "rows": rows, "cold_start": {}, "demo_cold": None}
+        "cpu": _cpu(), "matmul_peak_gflops": peak}, "rows": rows, "cold_start": {}, "demo_cold": None}
     out = args.out or os.path.join(HERE, "results", datetime.date.today().isoformat() + ".json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
 

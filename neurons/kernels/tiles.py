@@ -22,9 +22,10 @@ from ._config import FASTMATH, jit
 # thread on a 2048^3 product). They also take a block's share of the weights' gradient,
 # ``dg^T [x, h_prev]`` (``G·H x (nb·T) x (F + H)``, ``dg`` read transposed): 27-31 GFLOP/s at every
 # batch size, where OpenBLAS's transposed product gave 11. (Those figures are an AMD host's with
-# AVX2. On an Intel host with AVX-512, tiles of 64-byte vectors against 32-byte ones, one thread:
-# 64 x 288 x 224, lenet's 32 -> 64 convolution, 100 -> 117-152 GFLOP/s; 16 x 128 x 512 91 -> 100-128;
-# 8 x 72 x 224 66 -> 77-91 (``python -m bench.tiles``).)
+# AVX2. On an Intel host with AVX-512, one thread, tiles of 32-byte vectors -> of 64-byte ones ->
+# with their operands on 64-byte boundaries (``aligned_empty``): 64 x 288 x 224, lenet's 32 -> 64
+# convolution, 100 -> 117 -> 153 GFLOP/s; 32 x 288 x 1088 76 -> 81 -> 116; 8 x 72 x 224 66 -> 78
+# -> 93 (``python -m bench.tiles`` and the same products from aligned buffers).)
 
 _TILE_ROWS = 6
 
