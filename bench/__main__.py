@@ -140,8 +140,11 @@ def _cpu():
             info = f.read()
     except OSError:
         return platform.processor() or platform.machine()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    fields = {}
+    for line in info.splitlines():              # the first CPU's fields
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    model, flags = fields.get("model name", "?"), fields.get("flags", "").split()
     return f"{model} ({', '.join(f for f in ('avx2', 'avx512f') if f in flags) or 'no AVX2'})"
 
 

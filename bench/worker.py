@@ -131,9 +131,9 @@ def run_torch(args, x, y, xt):
     train = (time.perf_counter() - t0) / _epochs(args)
     model.eval()                        # inference: batch normalization's running statistics
     with torch.no_grad():
-        infer = lambda: [model(XT[i:i + 1000]) for i in range(0, len(XT), 1000)]    # noqa: E731
-        infer()                         # a whole pass first: see _median_seconds
-        infer = _median_seconds(infer)
+        passes = lambda: [model(XT[i:i + 1000]) for i in range(0, len(XT), 1000)]    # noqa: E731
+        passes()                        # a whole pass first: see _median_seconds
+        infer = _median_seconds(passes)
     return first, train, infer
 
 

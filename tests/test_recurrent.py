@@ -212,9 +212,8 @@ def test_float32_gates_are_accurate_and_keep_nan():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_products_in_tiles(dtype):
     """The tiled products (6 rows x 2 vectors, one smaller tile for leftover rows, tiles of one
-    vector and a plain loop for leftover columns (57: 3 vectors and 9, 1 or 1 columns over), the
-    depth in slices of 64) against NumPy, on blocks of rows of larger
-    arrays: ``c += a @ b``, ``c = a @ b``, ``c = a.T @ b`` and ``c = init + a @ b``."""
+    vector and a plain loop for leftover columns: 57 columns leave both at every vector width and
+    dtype, the depth in slices of 64) against NumPy, on blocks of rows of larger arrays: ``c += a @ b``, ``c = a @ b``, ``c = a.T @ b`` and ``c = init + a @ b``."""
     rng = np.random.default_rng(17)
     for m, depth, n in ((1, 3, 5), (3, 7, 16), (5, 128, 48), (8, 33, 37), (16, 512, 128), (13, 28, 512),
                         (7, 200, 160), (6, 40, 57)):
@@ -262,6 +261,7 @@ def test_the_tiles_take_the_widest_vectors_the_cpu_has():
         pytest.skip("no AVX2 here: LLVM splits the tiles' vectors into narrower ones")
     wide = "+avx512f" in features
     assert tiles.VECTOR == (64 if wide else 32)
+
     @numba.njit     # not cached: a function loaded from the cache keeps no assembly
     def tile(a, b, c, init):
         tiles._tile(a, b, c, init, 0, 0, a.shape[1], 6, 2, False, tiles.SET)
@@ -271,7 +271,7 @@ def test_the_tiles_take_the_widest_vectors_the_cpu_has():
     tile(a, b, c, c[0])
     assert np.all(c == 5)
     asm = tile.inspect_asm(tile.signatures[0])
-    assert ("zmm" in asm) == wide and "ymm" in asm.replace("zmm", "ymm")
+    assert ("zmm" in asm) == wide and ("zmm" in asm or "ymm" in asm)
 
 
 def test_images_as_sequences():

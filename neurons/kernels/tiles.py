@@ -212,8 +212,8 @@ def products(a, b, c, init, ta, mode):
     """``c (+)= op(a) @ b`` for ``op(a) (m, k)`` (``a``, or ``a.T`` with the literal ``ta``),
     ``b (k, n)`` and ``c (m, n)``, each with contiguous rows (any row stride), ``mode`` as
     ``_tile``'s: tiles of 6 rows (see ``_rows``) and 2 vectors (one where that many columns are
-    left, see ``_slice``), a column panel of ``b`` at a
-    time (it stays in the L1 cache while the row tiles pass), leftover columns in a plain loop;
+    left, see ``_slice``), a column panel of ``b`` at a time (it stays in the L1 cache while the
+    row tiles pass), leftover columns in a plain loop;
     with ``ta`` (the weights' gradient, deep) the depth in slices of ``_DEPTH``, the first with
     ``mode``, the others adding. Each element of ``c`` gets the same chain of fused multiply-adds
     over ``k`` whichever tile it falls in, so a row's result does not depend on the rows beside
