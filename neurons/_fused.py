@@ -10,7 +10,7 @@ quickstart CNN's step 0.89 -> 0.61 ms, tiny3conv's 0.82 -> 0.25 ms, the loopback
 ``plan(net, batch, n)`` gives a ``Runner`` when every layer (and every layer of a feedback block)
 is a dense layer whose activation runs as one block (below ``activations.PARALLEL_MIN``
 elements: the chain runs it whole), a stride-1 convolution with a ReLU or no activation, by
-direct loops or GEMM (``kernels/conv.py``'s table), or a max-pool, without dropout; skips and
+tap tiles, direct loops or GEMM (``kernels/conv.py``'s choice), or a max-pool, without dropout; skips and
 loops accumulate by add, subtract, overwrite or mean, with exact gradients (no loop ``scale``,
 no ``coupling="mean"``); the program's last op applies a dense layer; else None.
 ``Runner.run`` then does a chunk of an epoch's steps in ``kernels/chain.py``, which runs the
@@ -43,7 +43,7 @@ from numba import types as nbtypes
 from numba.core import config, event
 
 from . import _checks, _tree, graph
-from .kernels import activations as kact, chain, conv as kconv, conv_direct, conv_gemm, conv_planes
+from .kernels import activations as kact, chain, conv as kconv, conv_direct, conv_gemm, conv_planes, conv_taps
 from .kernels import dense as kdense, maxpool as kpool, objectives as kobj, optim as kopt
 from .kernels import _blocks
 from .kernels._blocks import block_count, machine_code
@@ -56,8 +56,9 @@ _OPTIMIZERS = {SGD: _SGD, SGDM: _SGD, Adam: _ADAM, AdamW: _ADAM,
                RMSprop: (chain.RMSPROP, "rmsprop", kopt._rmsprop, kopt._rmsprop_body)}
 # a convolution's implementation -> the chain's code for it, its forward and backward block bodies
 _CONVS = {kconv.DIRECT: chain.DIRECT, kconv.GEMM: chain.GEMM}
-_CONV_BODIES = {chain.DIRECT: (conv_direct._forward_direct_body, conv_direct._backward_direct_body),
-                chain.GEMM: (conv_gemm._forward_gemm_body, conv_gemm._backward_gemm_body)}
+_CONV_BODIES = {chain.DIRECT: (conv_taps._forward_body, conv_direct._backward_direct_body),
+                chain.GEMM: (conv_taps._forward_body, conv_gemm._backward_gemm_body),
+                chain.TAPS: (conv_taps._forward_body, conv_taps._backward_body)}
 _POOL_BODIES = {chain.PAIRS: (kpool._forward_2x2_body, kpool._backward_2x2_body),
                 chain.ANY: (kpool._forward_any_body, kpool._backward_any_body)}
 _ADDRESSES = {}             # Runner._address's, per process
@@ -170,9 +171,12 @@ def _units(net):
 
 
 def _conv_code(lay, channels):
-    """The chain's code for the implementation ``conv.py``'s table picks for convolution ``lay``
-    over ``channels``, or None: one the chain does not run."""
-    return _CONVS.get(kconv.implementation(lay.filters, channels, *lay.kernel, lay.stride))
+    """The chain's code for the implementation ``conv.py`` picks for convolution ``lay`` over
+    ``channels`` (TAPS where its backward is ``conv_taps``'), or None: one the chain does not run."""
+    code = _CONVS.get(kconv.implementation(lay.filters, channels, *lay.kernel, lay.stride))
+    if code is not None and kconv.taps_backward(lay.filters, lay.kernel, lay.stride, lay.padding, lay.dilation):
+        return chain.TAPS
+    return code
 
 
 def _geometry(lay, shape_in, shape_out):
@@ -318,7 +322,7 @@ class Runner:
             if kind == chain.CONV:
                 forward, backward = _CONV_BODIES[impl]
                 lat[l, 0] = machine_code(forward, block + (planes, planes, flat, flag) + (ints,) * 4 + (planes,))[0]
-                taken = (rows, ints, ints) if impl == chain.GEMM else (planes,)        # kt, kh, kw or k
+                taken = (planes,) if impl == chain.DIRECT else (rows, ints, ints)     # k, or kt (kr), kh, kw
                 if not self.infer:
                     lat[l, 1] = machine_code(backward, block + (planes,) * 3 + taken + (ints,) * 4
                                              + (flag, planes, partial, rows))[0]

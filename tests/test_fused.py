@@ -182,21 +182,21 @@ def test_one_layer_and_image_input(dtype):
            kind="normal")
 
 
-# chains with convolutions and max-pools: each convolution implementation of ``conv.py``'s table
-# (the direct loops, for one filter and for few weights; GEMM, with dk laid out either way), the
-# ReLU in their kernels or none, both max-pool kernels; at batch 8 every kernel runs in blocks
-# (two threads), at batch 1 alone
+# chains with convolutions and max-pools: each convolution backward ``conv.py`` picks (the tap
+# tiles, for padding that keeps the plane's size below 64 filters; else the direct loops, for one
+# filter and for few weights, or GEMM, with dk laid out either way), the ReLU in their kernels or
+# none, both max-pool kernels; at batch 8 every kernel runs in blocks (two threads), at batch 1 alone
 def _images(dtype, name):
     net = neurons.Network((2, 9, 9) if name == "gemm" else (1, 8, 8), dtype)
     if name == "small":         # quickstart's layers: 5 filters of 3 x 3 over one channel (45 weights)
         return (net.convolution(5, 3, padding=1, activation="relu").maxpool(2).dense(6, "relu", bias=False)
                 .dense(3, "softmax", bias=False))
-    if name == "direct":        # one filter
+    if name == "direct":        # one filter, the second without padding
         net = net.convolution(1, 3, padding=1, activation="relu", bias=True)
-        return net.convolution(1, 3, padding=1, activation="relu", bias=True).maxpool(2).dense(3, "softmax")
-    if name == "gemm":
+        return net.convolution(1, 3, activation="relu", bias=True).maxpool(2).dense(3, "softmax")
+    if name == "gemm":          # 64 filters: dk as (taps, F)
         net = net.convolution(8, 3, padding=1, activation="relu", bias=True).maxpool(2)
-        return net.convolution(16, 3, padding=2, dilation=2, bias=True).maxpool(3, 1).dense(3, "softmax")
+        return net.convolution(64, 3, padding=2, dilation=2, bias=True).maxpool(3, 1).dense(3, "softmax")
     # linear convolution, a rectangular kernel (dk as (F, taps)), overlapping windows, an activation
     # and mse after
     net = net.convolution(16, (3, 2), padding=(1, 0), bias=True).maxpool((2, 3), (1, 2))
@@ -204,8 +204,8 @@ def _images(dtype, name):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name, impls", [("small", [chain.DIRECT]), ("direct", [chain.DIRECT] * 2),
-                                         ("gemm", [chain.GEMM] * 2), ("linear", [chain.GEMM])])
+@pytest.mark.parametrize("name, impls", [("small", [chain.TAPS]), ("direct", [chain.TAPS, chain.DIRECT]),
+                                         ("gemm", [chain.TAPS, chain.GEMM]), ("linear", [chain.GEMM])])
 @pytest.mark.parametrize("batch, n", [(1, 5), (8, 21)])
 def test_convolutions_and_maxpools(name, impls, batch, n, dtype):
     net = _images(dtype, name).set_optimizer(O.SGDM(lr=0.05, momentum=0.9))

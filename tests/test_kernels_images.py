@@ -117,6 +117,39 @@ def test_few_weights_take_the_direct_loops_and_gemm_gives_them_too(dtype, filter
         np.testing.assert_allclose(dx, kc.DIRECT.scatter(g, k, (1, 1), pa, di, 9, 8), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("filters", [1, 4, 5, 8, 13])       # whole tiles of 6 and 4 rows, or not; single rows
+@pytest.mark.parametrize("taps", [1, 4, 9, 18])             # whole tiles of 4 taps, or not; single taps
+def test_tap_tiles_read_the_taps_straight_from_the_planes(dtype, filters, taps):
+    """``tap_products`` (the convolutions' forward) and ``dot_products`` (the few-weights weight
+    gradient) against NumPy on an explicit im2col: each tap's row a slice of the flat planes at its
+    offset, in any order; columns in whole tiles (two vectors) only."""
+    from neurons.kernels import tiles
+    width = tiles.VECTOR // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(taps)
+    n = 4 * width
+    like = np.empty(0, dtype)
+    assert tiles.tile_columns(n - width, like) == n == tiles.tile_columns(n, like)
+    planes = rng.normal(size=n + 40).astype(dtype)
+    offsets = rng.permutation(41)[:taps].astype(np.int64)
+    cols = np.stack([planes[o:o + n] for o in offsets])          # the im2col the tiles do without
+    a = rng.normal(size=(filters, taps)).astype(dtype)
+    c = tiles.aligned_empty(filters, n, a)
+    tiles.tap_products(a, planes, offsets, c)
+    tol = TOL[dtype] * 10
+    np.testing.assert_allclose(c, a @ cols, rtol=tol, atol=tol)
+    g = rng.normal(size=(filters, n)).astype(dtype)
+    lanes = np.ones((filters, taps, width), dtype)
+    tiles.dot_products(g, planes, offsets, lanes)
+    dk = np.full((filters, taps), 2, dtype)
+    tiles.add_lanes(lanes, dk)
+    np.testing.assert_allclose(dk, g @ cols.T + width + 2, rtol=tol, atol=tol)
+    with pytest.raises(ValueError, match="runs past"):
+        tiles.tap_products(a, planes[:n + offsets.max() - 1], offsets, c)
+    with pytest.raises(ValueError, match="shapes"):
+        tiles.dot_products(g[:, :n - width], planes, offsets, lanes)     # not whole tiles
+
+
 @pytest.mark.parametrize("ph, pw, tail", [(0, 0, 1), (1, 1, 3), (0, 3, 1), (2, 0, 5)])
 def test_pad_writes_every_border_zero(ph, pw, tail):
     x = np.random.default_rng(15).uniform(1, 2, size=(3, 2, 4, 5))
@@ -207,6 +240,37 @@ def test_conv_relu_in_the_kernel_central_differences(filters, s):
     for arr, grad in ((x, dx), (k, dk), (b, db)):
         for i, num in _fd(loss, arr):
             assert grad.flat[i] == pytest.approx(num, rel=1e-6, abs=1e-8)
+
+
+@pytest.mark.parametrize("filters, channels", [(1, 1), (5, 2), (9, 3)])
+@pytest.mark.parametrize("kernel, padding, dilation", [((3, 3), (1, 1), (1, 1)), ((3, 5), (1, 2), (1, 1)),
+                                                       ((3, 3), (2, 1), (2, 1)), ((1, 1), (0, 0), (1, 1))])
+@pytest.mark.parametrize("relu", [False, True])
+def test_tap_tiles_backward_central_differences(filters, channels, kernel, padding, dilation, relu):
+    """``conv_taps.backward`` (stride 1, padding that keeps the plane's size, below
+    ``conv.TAPS_FILTERS``): dx as the forward pass of the padded dy with the kernel turned, dk by
+    dot-product tiles, with the ReLU in the kernel or not; float32 against the other backward."""
+    from neurons.kernels import conv_direct
+    assert kc.taps_backward(filters, kernel, (1, 1), padding, dilation)
+    assert not kc.taps_backward(kc.TAPS_FILTERS, kernel, (1, 1), padding, dilation)
+    x, k, b = _case(2, np.float64, seed=9, c=channels, f=filters, kh=kernel[0], kw=kernel[1])
+    one = (1, 1)
+    y = kc.conv_forward(x, k, b, one, padding, dilation, relu=relu)
+    assert y.shape == x.shape[:1] + (filters,) + x.shape[2:]
+    dy = np.random.default_rng(10).normal(size=y.shape)
+
+    def loss():
+        return float(np.sum(dy * kc.conv_forward(x, k, b, one, padding, dilation, relu=relu)))
+    dx, dk, db = kc.conv_backward(dy, x, k, one, padding, dilation, True, True, relu_y=y if relu else None)
+    for arr, grad in ((x, dx), (k, dk), (b, db)):
+        for i, num in _fd(loss, arr):
+            assert grad.flat[i] == pytest.approx(num, rel=1e-6, abs=1e-8)
+    x32, k32, dy32 = x.astype(np.float32), k.astype(np.float32), dy.astype(np.float32)
+    y32 = y.astype(np.float32) if relu else dy32[:0]
+    got = kc.conv_backward(dy32, x32, k32, one, padding, dilation, True, True, relu_y=y32 if relu else None)
+    want = conv_direct.backward(dy32, y32, x32, k32, padding, dilation, True)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("channels", [3, 5])        # 5: stride 1 takes the GEMM primitives

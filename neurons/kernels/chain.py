@@ -20,7 +20,7 @@ gave the last bit of one loss in 30 differently). Called by address, the params,
 state and the losses are the general path's, bit for bit. The dense bodies
 (``dense._forward_body`` and ``_backward_body``) are named here (``_blocks.kernel``, and
 ``_blocks.address`` for their blocks); the activations' serial ``FORWARD``/``BACKWARD`` kernels,
-the convolution and max-pool block bodies (``conv_direct``'s or ``conv_gemm``'s, as
+the convolution and max-pool block bodies (``conv_taps``', ``conv_direct``'s or ``conv_gemm``'s, as
 ``conv.py``'s table picks them; the 2 x 2 or the general max-pool), the sum of a convolution's
 per-block partials (``conv_planes.sum_blocks``), the loss (an objective kernel, or
 ``softmax_cross_entropy``) and the optimizer (``optim._sgd``, ``_adam``, ``_rmsprop``, or their
@@ -42,6 +42,7 @@ import numpy as np
 from ._blocks import address, block_count_in_kernels, call_at, kernel, run_at
 from ._config import jit
 from .activations import LINEAR
+from .conv_taps import turned
 from .dense import backward_blocks, forward_blocks
 
 SGD, ADAM, RMSPROP = 0, 1, 2
@@ -56,7 +57,7 @@ DONE, LOSS, PARAMS = 0, 1, 2
 # 2 x 2 one with stride 2, else ANY)
 DENSE, CONV, POOL = 0, 1, 2
 KIND, IMPL, C, H, W, F, OH, OW, KH, KW, PH, PW, DH, DW, SH, SW, RELU, MIN, GEO = range(19)
-DIRECT, GEMM = 0, 1
+DIRECT, GEMM, TAPS = 0, 1, 2
 PAIRS, ANY = 0, 1
 # an op's kind (KIND_OP), and the columns of its row in ``ops``: APPLY a unit to slot SRC, or ACC
 # the NSRC slots listed in ``ins`` from FROM on, with MODE; both into slot DST
@@ -196,6 +197,9 @@ def _conv_backward(g, dy, x, y, params, grads, woff, boff, need_dx, dx, m, at, s
         kt = np.ascontiguousarray(k.reshape((f, taps)).T)
         _body(at, blocks, (blocks, dy4, relu_y, x4, kt, kh, kw, g[PH], g[PW], g[DH], g[DW], need_dx, dx4, partial,
                            partial_db))
+    elif g[IMPL] == TAPS:           # k turned and swapped, as conv_taps.backward passes it
+        _body(at, blocks, (blocks, dy4, relu_y, x4, turned(k), kh, kw, g[PH], g[PW], g[DH], g[DW], need_dx, dx4,
+                           partial, partial_db))
     else:
         _body(at, blocks, (blocks, dy4, relu_y, x4, k, g[PH], g[PW], g[DH], g[DW], need_dx, dx4, partial, partial_db))
     dk = call_at(sum_at, (partial.reshape((blocks, f * taps)),), grads[:0])

@@ -13,16 +13,18 @@ The layer's own passes, ``conv_forward`` and ``conv_backward``, are those primit
 bias and the ReLU; at stride 1 each is one fused kernel instead (bias and ReLU on the copy-out,
 dx, dk and db in one pass over the batch).
 
-Where the code is: ``conv_direct.py`` (stride 1, direct loops), ``conv_gemm.py`` (stride 1,
-im2col + GEMM), ``conv_strided.py`` (any stride, both forms), ``conv_planes.py`` (the flat padded
-planes they share, and the bias). All choosing is done here, in plain Python, so that only the
-kernels a shape needs are ever compiled (each costs seconds of compilation).
+Where the code is: ``conv_taps.py`` (stride 1: the forward pass of all, and the backward pass of
+a "same" padding, by register tiles reading taps from the padded planes), ``conv_direct.py``
+(stride 1, direct loops), ``conv_gemm.py`` (stride 1, im2col + GEMM), ``conv_strided.py`` (any
+stride, both forms), ``conv_planes.py`` (the flat padded planes they share, and the bias). All
+choosing is done here, in plain Python, so that only the kernels a shape needs are ever compiled
+(each costs seconds of compilation).
 """
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from . import conv_direct, conv_gemm, conv_strided
+from . import conv_direct, conv_gemm, conv_strided, conv_taps
 from .activations import relu_backward, relu_forward
 from .conv_planes import add_bias, channel_sum       # noqa: F401  (deconv.py's too)
 
@@ -75,6 +77,20 @@ STRATEGY = {
 # taps of 28 x 30: dk 10 us a sample through sgemm, 3 us by dot products; 8 x 9 took 4.5 us either
 # way), and only their kernels then compile (a GEMM body holds the BLAS call, im2col and col2im).
 DIRECT_WEIGHTS = 64
+
+
+# The stride-1 backward of a layer whose padding keeps the plane's size takes the tap tiles
+# (``conv_taps.backward``) below this many filters; from it the GEMM form's, whose weight gradient
+# is one BLAS GEMM a sample (batch 128, one thread, AVX-512: 32 -> 64 filters on 14 x 14 11.2 ms
+# by the GEMM, 11.6 by the tiles; 64 -> 64 on 16 x 16 25.8 and 26.4; but 32 -> 32 on 32 x 32 31.8
+# -> 25.3, 8 -> 8 on 14 x 14 0.78 -> 0.57).
+TAPS_FILTERS = 64
+
+
+def taps_backward(filters, kernel, stride, padding, dilation):
+    """Whether ``conv_backward`` takes ``conv_taps.backward`` for such a layer."""
+    return (tuple(stride) == (1, 1) and filters < TAPS_FILTERS
+            and conv_taps.same_padding(kernel, padding, dilation))
 
 
 def implementation(filters, channels, kh, kw, stride):
@@ -138,9 +154,10 @@ def conv_backward(dy, x, k, stride, padding, dilation, need_dx, need_db=True, re
     """Gradients of ``conv_forward``: ``(dx, dk, db)``; dx (db) is None unless ``need_dx`` (``need_db``).
     ``relu_y``: the forward pass's output when it applied the ReLU (its gradient is taken here)."""
     impl = implementation(*k.shape, stride)
-    if impl.backward is not None:
+    fused = conv_taps.backward if taps_backward(k.shape[0], k.shape[2:], stride, padding, dilation) else impl.backward
+    if fused is not None:
         relu_y = dy[:0] if relu_y is None else _c(relu_y)
-        dx, dk, db = impl.backward(_c(dy), relu_y, _c(x), _c(k), padding, dilation, need_dx)
+        dx, dk, db = fused(_c(dy), relu_y, _c(x), _c(k), padding, dilation, need_dx)
         return (dx if need_dx else None), dk, (db if need_db else None)
     if relu_y is not None:
         n = dy.shape[0]

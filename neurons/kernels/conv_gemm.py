@@ -19,10 +19,11 @@ nothing: on the 32 -> 64 filter, 14 x 14 layer the GEMM is 90 % of a sample's fo
 at 65 GFLOP/s a thread for S = 1 and for S = 16 alike (8 -> 8 filters: 30-35 GFLOP/s for 1 to 32
 samples side by side). Nor do 9 GEMMs a sample, one per tap,
 read straight from the padded plane without im2col (a reduction of C = 32 each): forward 2.3 ->
-2.4 ms, backward 4.8 -> 5.8 ms at batch 32.
+2.4 ms, backward 4.8 -> 5.8 ms at batch 32. (Register tiles that read the taps straight from the
+plane do gain: ``conv_taps.py``, whose forward every stride-1 convolution now runs, and whose
+backward the layers with "same" padding and fewer than ``conv.TAPS_FILTERS`` filters.)
 
-- ``forward``: y with the bias and, if asked, the ReLU applied while each sample's GEMM output is
-  copied out (no extra passes over y).
+- ``forward``: ``conv_taps.forward``.
 - ``backward``: dx, dk and db in one pass over the batch, each sample's dy widened once for both
   GEMMs; each block adds into dk and db partials of its own, summed in block order after it.
 - ``correlate``, ``scatter``, ``weight_grad``: the three primitives of ``conv.py`` at stride 1
@@ -33,8 +34,9 @@ import numpy as np
 from ._blocks import block_count, parallel
 from ._config import jit, span
 from .blas import gemm
-from .conv_planes import (at, copy_out, pad_plane, padded_length, stride1_forward, sum_blocks, unpad,
+from .conv_planes import (at, pad_plane, padded_length, sum_blocks, unpad,
                           unpad_plane, widen, widen_plane)
+from .conv_taps import forward
 from .tiles import SET, aligned_empty, products
 
 
@@ -64,38 +66,6 @@ def _col2im(cols, plane_s, kh, kw, wp, dilation, length):
                 src = cols[(ch * kh + i) * kw + j]
                 for t in range(length):
                     dst[t] += src[t]
-
-
-@jit
-def _forward_gemm_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
-    """Block ``blk`` of the samples, with the bias (b may be empty) and, if ``relu``, the ReLU."""
-    n, c, h, w = x.shape
-    f, _, kh, kw = k.shape
-    k2 = k.reshape(f, c * kh * kw)
-    oh = y.shape[2]
-    wp = w + 2 * pw
-    length = oh * wp
-    zero = x.dtype.type(0.0)
-    xps = np.empty((c, padded_length(h, ph, wp, kw, dw)), x.dtype)
-    cols = aligned_empty(c * kh * kw, length, x)
-    out = aligned_empty(f, length, x)
-    no_init = np.empty(0, x.dtype)  # products' init row: unused when setting c
-    lo, hi = span(blk, blocks, n)
-    for s in range(lo, hi):
-        for ch in range(c):
-            pad_plane(x[s, ch], xps[ch], ph, pw)
-        _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
-        products(k2, cols, out, no_init, False, SET)
-        for q in range(f):
-            copy_out(out[q], y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
-
-
-_forward_gemm_blocks = parallel(_forward_gemm_body)
-
-
-def forward(x, k, b, relu, padding, dilation, oh, ow):
-    """y (N, F, oh, ow) from x (N, C, H, W), k (F, C, kh, kw), b (F,) or (0,), at stride 1."""
-    return stride1_forward(_forward_gemm_blocks, x, k, b, relu, padding, dilation, oh, ow)
 
 
 def correlate(x, k, stride, padding, dilation, oh, ow):

@@ -252,13 +252,3 @@ def add_bias(y, b):
     """``y[n, f] += b[f]`` in place (y C-contiguous)."""
     blocks = block_count(y.shape[0] * y.shape[1])
     _add_bias_blocks(blocks, (blocks, y, np.ascontiguousarray(b)))
-
-
-def stride1_forward(loop, x, k, b, relu, padding, dilation, oh, ow):
-    """The stride-1 forward both ``conv_direct`` and ``conv_gemm`` run, by their block ``loop``:
-    y (N, F, oh, ow) from x (N, C, H, W), k (F, C, kh, kw), b (F,) or (0,), a block of samples
-    per thread."""
-    y = np.empty((x.shape[0], k.shape[0], oh, ow), x.dtype)
-    blocks = block_count(x.shape[0])
-    loop(blocks, (blocks, x, k, b, bool(relu), padding[0], padding[1], dilation[0], dilation[1], y))
-    return y
