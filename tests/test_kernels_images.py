@@ -118,7 +118,7 @@ def test_few_weights_take_the_direct_loops_and_gemm_gives_them_too(dtype, filter
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("filters", [1, 4, 5, 8, 13])       # whole tiles of 6 and 4 rows, or not; single rows
+@pytest.mark.parametrize("filters", [1, 4, 5, 8, 10, 13])   # tiles of 6 and 4 rows, single rows
 @pytest.mark.parametrize("taps", [1, 4, 9, 18])             # whole tiles of 4 taps, or not; single taps
 def test_tap_tiles_read_the_taps_straight_from_the_planes(dtype, filters, taps):
     """``tap_products`` (the convolutions' forward) and ``dot_products`` (the few-weights weight
