@@ -32,7 +32,7 @@ def tap_offsets(c, kh, kw, dh, dw, wp, size):
 
 @jit(inline="always")
 def _geometry(h, w, oh, ph, pw, kw, dw, like):
-    """The padded width, the output's flat length at that width, the tiles' columns (whole vectors:
+    """The padded width, the output's flat length at that width, the tiles' columns (``tile_columns``:
     those past the plane's are dropped) and the length of each padded plane (its tail long enough
     for a tap's slice of that many columns)."""
     wp = w + 2 * pw
@@ -164,6 +164,7 @@ def backward(dy, relu_y, x, k, padding, dilation, need_dx):
     blocks = block_count(n)
     partial = np.zeros((blocks, f, taps), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
-    _backward_blocks(blocks, (blocks, dy, relu_y, x, turned(np.ascontiguousarray(k)), kh, kw, padding[0], padding[1], dilation[0],
-                              dilation[1], bool(need_dx), dx, partial, partial_db))
+    kr = turned(np.ascontiguousarray(k))
+    _backward_blocks(blocks, (blocks, dy, relu_y, x, kr, kh, kw, padding[0], padding[1], dilation[0], dilation[1],
+                              bool(need_dx), dx, partial, partial_db))
     return dx, sum_blocks(partial.reshape(blocks, f * taps)).reshape(k.shape), sum_blocks(partial_db)
