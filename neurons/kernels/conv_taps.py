@@ -86,20 +86,23 @@ def _pad_dy(dy, relu_y, s, q, plane, ph, pw):
     first = at(ph, pw, wp)
     for t in range(first):
         plane[t] = zero
-    total = zero
     for a in range(oh):
         start = at(a + ph, pw, wp)
         for b in range(ow):
             # both loads first: a load inside the condition is not hoisted, and the loop stays a
             # branch per element, mispredicted on a ReLU's mask (see ``conv_planes.widen_plane``)
             d, m = src[a, b], mask[a, b]
-            v = zero if relu and m <= zero else d
-            plane[start + b] = v
-            total += v
+            plane[start + b] = zero if relu and m <= zero else d
         for t in range(start + ow, start + wp):
             plane[t] = zero
     for t in range(at(oh + ph, pw, wp), plane.shape[0]):
         plane[t] = zero
+    # the sum in one pass after, as widen_plane's: a sum beside the stores gave one of db's last
+    # bits differently in a process that compiled this and one that loaded it from the cache
+    # (Numba 0.61, ``tests/test_kernels_blocks.py``)
+    total = zero
+    for t in range(plane.shape[0]):
+        total += plane[t]
     return total
 
 

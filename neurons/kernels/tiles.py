@@ -139,8 +139,8 @@ def _tap_tile(typingctx, a, b, offsets, c, i, j, depth, rows, vecs):
 def _dot_tile(typingctx, g, b, offsets, part, q, t, length, rows, taps):
     """``part[q + r, t + u] += Σ_s g[q + r, s:s + V] · b[offsets[t + u] + s:... + V]`` over ``s`` in
     steps of a vector ``V`` up to ``length`` (a whole number of vectors), for ``r`` below the literal
-    ``rows`` and ``u`` below the literal ``taps``: the weights' gradient of a convolution with few
-    weights, dy (``g``, at the padded width) against each tap's slice of the flat padded planes
+    ``rows`` and ``u`` below the literal ``taps``: the weights' gradient of a convolution by tap
+    tiles (``conv_taps.py``, ``conv_direct.py``), dy (``g``, at the padded width) against each tap's slice of the flat padded planes
     ``b`` (see ``_tap_tile``), lane by lane into vector partials ``part (F, taps, V)`` (their
     lanes summed once at the end, not per sample). The accumulators (``rows · taps`` vectors) stay
     in registers while ``s`` runs: a vector load of each row and of each tap per step."""
@@ -372,7 +372,7 @@ def products(a, b, c, init, ta, mode):
 def _tap_rows(a, b, offsets, c, j, depth, vecs):
     """Columns ``j:j + vecs·V`` of ``tap_products``' ``c``, in tiles of 6 and of 4 rows, as few
     single rows left as that leaves (a single row's tile loads a vector of ``B`` per two
-    multiply-adds: 8 filters in 6 + 1 + 1 rows took 2.44 us a sample of 14 x 14, in 4 + 4 ...)."""
+    multiply-adds: 8 filters in 6 + 1 + 1 rows took 2.44 us a sample of 14 x 14, in 4 + 4 2.02)."""
     m = c.shape[0]
     fours = 0
     for f in range(1, 3):           # 0, 1 or 2 tiles of 4: the fewest rows left over by the tiles of 6
@@ -439,7 +439,7 @@ def dot_products(g, b, offsets, part):
 @jit(inline="always")
 def add_lanes(part, out):
     """``out += part.sum(axis=2)``: ``dot_products``' partials (F, taps, V) into (F, taps), each
-    element's lanes summed in their order."""
+    element's lanes summed in one fixed order (the same bits every run)."""
     for q in range(part.shape[0]):
         for t in range(part.shape[1]):
             acc = part.dtype.type(0.0)
