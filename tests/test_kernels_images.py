@@ -431,3 +431,31 @@ def test_maxpool_blocks_equal_one_block_runs(kernel, stride):
         np.testing.assert_array_equal(y[s:s + 1], ys)
         np.testing.assert_array_equal(arg[s:s + 1], args)
         np.testing.assert_array_equal(dx[s:s + 1], kp.maxpool_backward(dy[s:s + 1], args, (20, 21), kernel, stride))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_stride1_layers_against_the_row_by_row_form_on_random_shapes(seed):
+    """conv_forward and conv_backward at stride 1 (whichever of the tap tiles, direct loops or GEMM
+    takes each shape) against the strided row-by-row primitives: planes from 1 x 1, kernels 1, 3 and
+    5 wide, dilation 1-2, padding "same" or not, 1-70 filters, ReLU or none, float32 and float64."""
+    rng = np.random.default_rng(seed)
+    for case in range(20):
+        dt = (np.float32, np.float64)[case % 2]
+        n, c, f = int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.choice([1, 3, 5, 8, 13, 63, 70]))
+        (kh, kw), (dh, dw) = rng.choice([1, 3, 5], 2), rng.integers(1, 3, 2)
+        same = case % 4 < 2
+        ph, pw = (dh * (kh - 1) // 2, dw * (kw - 1) // 2) if same else tuple(rng.integers(0, 3, 2))
+        h = int(rng.integers(max(1, dh * (kh - 1) - 2 * ph + 1), 12))
+        w = int(rng.integers(max(1, dw * (kw - 1) - 2 * pw + 1), 12))
+        x, k, b = (rng.normal(size=s).astype(dt) for s in ((n, c, h, w), (f, c, kh, kw), (f,)))
+        pa, di, relu = (int(ph), int(pw)), (int(dh), int(dw)), bool(case % 3)
+        y = kc.conv_forward(x, k, b, (1, 1), pa, di, relu=relu)
+        want = kc.STRIDED_ROWS.correlate(x, k, (1, 1), pa, di, *y.shape[2:]) + b[:, None, None]
+        tol = TOL[dt] * 10
+        np.testing.assert_allclose(y, np.maximum(want, 0) if relu else want, rtol=tol, atol=tol)
+        dy = rng.normal(size=y.shape).astype(dt)
+        dx, dk, db = kc.conv_backward(dy, x, k, (1, 1), pa, di, True, True, relu_y=y if relu else None)
+        g = np.ascontiguousarray(dy * (y > 0) if relu else dy)
+        np.testing.assert_allclose(dk, kc.STRIDED_ROWS.weight_grad(g, x, (1, 1), pa, di, kh, kw), rtol=tol, atol=tol)
+        np.testing.assert_allclose(dx, kc.STRIDED_ROWS.scatter(g, k, (1, 1), pa, di, h, w), rtol=tol, atol=tol)
+        np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)), rtol=tol, atol=tol)
