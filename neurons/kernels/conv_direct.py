@@ -7,9 +7,9 @@ block of samples per thread, a sample padded (and its dy widened) at a time into
 block's own; each block a serial ``*_body`` run by ``_blocks.parallel``.
 
 - ``forward``: ``conv_taps.forward`` (its register tiles read the taps as these loops do, the
-  accumulators in registers: quickstart's 5 filters, per sample 1.86 -> 0.67 us).
+  accumulators in registers: quickstart's 5 filters, per sample 1.86 -> 0.93-1.02 us).
 - ``backward``: dx, dk and db in one pass over the batch; dk by ``tiles.dot_products`` (per
-  sample 1.96 -> 0.6 us on quickstart's layer); each block adds into dk and db partials of its
+  sample 1.96 -> 0.9 us on quickstart's layer); each block adds into dk and db partials of its
   own, summed in block order after it (the same bits for the same thread count). Layers whose
   padding keeps the plane's size take ``conv_taps.backward`` instead.
 - ``correlate``, ``scatter``, ``weight_grad``: the three primitives of ``conv.py`` at stride 1
