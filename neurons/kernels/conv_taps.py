@@ -4,9 +4,10 @@ planes (see ``conv_planes.py``): the product of an im2col without the im2col.
 - ``forward``: every filter's output at the padded width by ``tiles.tap_products``, copied out with
   the bias and, if asked, the ReLU.
 - ``backward`` ("same" padding: ``2·ph = dh·(kh - 1)``, ``2·pw = dw·(kw - 1)``, so that dy's plane
-  is x's): dy padded as x is (through the ReLU), then dk by ``tiles.dot_products`` (every filter's
-  dy against every tap's slice of x), and dx as the forward pass of the padded dy with the kernel
-  turned by 180 degrees and its filters and channels swapped, by ``tiles.tap_products``.
+  is x's): dy padded as x is (its rows widened into place through the ReLU, ``widen_plane``),
+  then dk by ``tiles.dot_products`` (every filter's dy against every tap's slice of x), and dx
+  as the forward pass of the padded dy with the kernel turned by 180 degrees and its filters and
+  channels swapped, by ``tiles.tap_products``.
 
 Each pass is one block of samples per thread, a serial ``*_body`` run by ``_blocks.parallel``.
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 from ._blocks import block_count, parallel
 from ._config import jit, span
-from .conv_planes import at, copy_out, pad_plane, padded_length, sum_blocks
+from .conv_planes import at, copy_out, pad_plane, padded_length, sum_blocks, widen_plane
 from .tiles import add_lanes, aligned_empty, dot_products, lanes, tap_products, tile_columns
 
 
@@ -74,39 +75,6 @@ def forward(x, k, b, relu, padding, dilation, oh, ow):
 
 
 @jit
-def _pad_dy(dy, relu_y, s, q, plane, ph, pw):
-    """dy[s, q] padded into ``plane`` as ``pad_plane`` pads x, through the ReLU whose output is
-    ``relu_y`` unless that is empty (a NaN y passes dy, as ``relu_backward``); returns its sum (db)."""
-    oh, ow = dy.shape[2], dy.shape[3]
-    relu = relu_y.shape[0] > 0
-    wp = ow + 2 * pw
-    zero = dy.dtype.type(0.0)
-    src = dy[s, q]
-    mask = relu_y[s, q] if relu else src
-    first = at(ph, pw, wp)
-    for t in range(first):
-        plane[t] = zero
-    for a in range(oh):
-        start = at(a + ph, pw, wp)
-        for b in range(ow):
-            # both loads first: a load inside the condition is not hoisted, and the loop stays a
-            # branch per element, mispredicted on a ReLU's mask (see ``conv_planes.widen_plane``)
-            d, m = src[a, b], mask[a, b]
-            plane[start + b] = zero if relu and m <= zero else d
-        for t in range(start + ow, start + wp):
-            plane[t] = zero
-    for t in range(at(oh + ph, pw, wp), plane.shape[0]):
-        plane[t] = zero
-    # the sum in one pass after, as widen_plane's: a sum beside the stores gave one of db's last
-    # bits differently in a process that compiled this and one that loaded it from the cache
-    # (Numba 0.61, ``tests/test_kernels_blocks.py``)
-    total = zero
-    for t in range(plane.shape[0]):
-        total += plane[t]
-    return total
-
-
-@jit
 def _backward_body(blk, blocks, dy, relu_y, x, kr, kh, kw, ph, pw, dh, dw, need_dx, dx, partial, partial_db):
     """Block ``blk`` of the samples, adding into its own dk (F, C·kh·kw) and db partials (dk's in
     vector lanes while the block runs, their lanes summed after its last sample). ``kr``: the
@@ -121,13 +89,15 @@ def _backward_body(blk, blocks, dy, relu_y, x, kr, kh, kw, ph, pw, dh, dw, need_
     x_taps = tap_offsets(c, kh, kw, dh, dw, wp, size)
     dy_taps = tap_offsets(f, kh, kw, dh, dw, wp, size)
     first = at(ph, pw, wp)
+    dyp[:, :first] = zero               # dy's padded planes: the borders above and below, once;
+    dyp[:, first + length:] = zero      # each sample's rows widened into place between them
     g = dyp[:, first:first + cols]      # dy at the padded width, zeros between its rows and after
     dk_lanes = np.zeros((f, c * kh * kw, lanes(dy)), dy.dtype)       # a vector per (filter, tap)
     out = aligned_empty(c if need_dx else 0, cols, dy)
     lo, hi = span(blk, blocks, dy.shape[0])
     for s in range(lo, hi):
         for q in range(f):
-            db[q] += _pad_dy(dy, relu_y, s, q, dyp[q], ph, pw)
+            db[q] += widen_plane(dy, relu_y, s, q, dyp[q, first:first + length], wp)
         for ch in range(c):
             pad_plane(x[s, ch], xps[ch], ph, pw)
         dot_products(g, xps.reshape(c * size), x_taps, dk_lanes)
