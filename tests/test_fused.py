@@ -204,8 +204,8 @@ def _images(dtype, name):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name, impls", [("small", [chain.TAPS]), ("direct", [chain.TAPS, chain.DIRECT]),
-                                         ("gemm", [chain.TAPS, chain.GEMM]), ("linear", [chain.GEMM])])
+@pytest.mark.parametrize("name, impls", [("small", [chain.POOLED]), ("direct", [chain.TAPS, chain.DIRECT]),
+                                         ("gemm", [chain.POOLED, chain.GEMM]), ("linear", [chain.GEMM])])
 @pytest.mark.parametrize("batch, n", [(1, 5), (8, 21)])
 def test_convolutions_and_maxpools(name, impls, batch, n, dtype):
     net = _images(dtype, name).set_optimizer(O.SGDM(lr=0.05, momentum=0.9))
@@ -216,6 +216,36 @@ def test_convolutions_and_maxpools(name, impls, batch, n, dtype):
     assert pools == {"small": [chain.PAIRS], "direct": [chain.PAIRS], "gemm": [chain.PAIRS, chain.ANY]}.get(name,
                                                                                                             [chain.ANY])
     _check(net, n=n, batch=batch, kind="normal" if name == "linear" else "onehot", chunks=(None, 2))
+
+
+def test_a_convolution_takes_in_the_max_pool_that_alone_reads_it():
+    """The chain's POOLED: a convolution by tap tiles whose output only a 2 x 2 max-pool with stride
+    2 reads, each applied once, runs the pool in its own passes; the pool's op is gone. (Their
+    results, bit for bit those of the general path: ``test_convolutions_and_maxpools`` ("small",
+    "gemm") and the graphs' "conv loop".)"""
+    image = neurons.Network((1, 8, 8))
+
+    def convolutions(net):
+        runner = _fused.plan(net.dense(3, "softmax"), 8, 21)
+        return runner.geo[runner.geo[:, chain.KIND] == chain.CONV, chain.IMPL].tolist(), len(runner.ops)
+    relu = dict(padding=1, activation="relu")
+    assert convolutions(image.convolution(4, 3, **relu).maxpool(2)) == ([chain.POOLED], 2)
+    assert convolutions(image.convolution(4, 3, padding=1).maxpool(2).convolution(2, 3, **relu).maxpool(2)) == (
+        [chain.POOLED, chain.POOLED], 3)
+    assert convolutions(image.convolution(4, 3, **relu).maxpool(3, 1)) == ([chain.TAPS], 3)      # another pool
+    assert convolutions(image.convolution(4, 3, **relu).maxpool(2, 1)) == ([chain.TAPS], 3)
+    assert convolutions(image.convolution(4, 3, activation="relu").maxpool(2)) == ([chain.DIRECT], 3)  # no padding
+    # the output also read by an accumulation: a skip into the pool (after a second convolution),
+    # a loopback around the second convolution (applied twice, unrolled), a feedback block
+    skip = image.convolution(4, 3, **relu).convolution(4, 3, **relu).maxpool(2).connect(1, 2)
+    assert convolutions(skip) == ([chain.TAPS, chain.TAPS], 5)
+    beside = image.convolution(4, 3, **relu).maxpool(2).dense(256).dense(8).connect(1, 3)  # a pool and a skip
+    assert convolutions(beside) == ([chain.TAPS], 6)
+    loop = image.convolution(4, 3, **relu).maxpool(2).convolution(4, 3, **relu).maxpool(2).loopback(2, 2, 2)
+    assert convolutions(loop)[0] == [chain.POOLED, chain.TAPS]
+    block = [neurons.layers.Convolution(4, 3, **relu)]
+    first = image.convolution(4, 3, padding=1)
+    assert convolutions(first.feedback(block, 2).maxpool(2))[0] == [chain.TAPS, chain.TAPS]
 
 
 @pytest.mark.parametrize("opt", [O.Adam(lr=0.01), O.RMSprop(lr=0.01, centered=True)], ids=lambda o: o.describe())

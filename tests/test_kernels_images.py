@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neurons.kernels import conv as kc
-from neurons.kernels import conv_planes
+from neurons.kernels import conv_planes, conv_taps
 from neurons.kernels import deconv as kd
 from neurons.kernels import maxpool as kp
 from neurons.kernels._config import BLOCKS
@@ -271,6 +271,70 @@ def test_tap_tiles_backward_central_differences(filters, channels, kernel, paddi
     want = conv_direct.backward(dy32, y32, x32, k32, padding, dilation, True)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+# a convolution and the 2 x 2 max-pool with stride 2 that alone reads its output, in one pass each
+# way (the chain's POOLED): planes even and odd (the pool drops the last row and column), kernels
+# square and not, dilation, the ReLU or none, bias or none
+_POOLED = [(1, 5, 8, 8, (3, 3), (1, 1), True, True), (2, 3, 7, 9, (3, 3), (1, 1), False, True),
+           (3, 8, 6, 5, (3, 5), (2, 1), True, False), (2, 1, 5, 5, (1, 1), (1, 1), True, True),
+           (1, 4, 9, 6, (5, 3), (1, 2), False, False)]
+
+
+def _pooled_case(dtype, c, f, h, w, kernel, dilation, seed=0):
+    x, k, b = _case(3, dtype, seed=seed, c=c, f=f, h=h, w=w, kh=kernel[0], kw=kernel[1])
+    padding = tuple(d * (size - 1) // 2 for size, d in zip(kernel, dilation))
+    return x, k, b, padding
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c, f, h, w, kernel, dilation, relu, bias", _POOLED)
+def test_convolution_with_its_pool_is_the_two_layers_bit_for_bit(c, f, h, w, kernel, dilation, relu, bias, dtype):
+    x, k, b, padding = _pooled_case(dtype, c, f, h, w, kernel, dilation)
+    x[0, 0, 1, 1] = x[1, 0, 2, 3] = 0.0         # ties: windows of equal values, and of ReLU's zeros
+    b = b if bias else b[:0]
+    y = conv_taps.forward(x, k, b, relu, padding, dilation, h, w)
+    want, arg = kp.maxpool_forward(y, (2, 2), (2, 2))
+    got, got_arg = conv_taps.forward_pooled(x, k, b, relu, padding, dilation)
+    assert got.shape == (3, f, h // 2, w // 2) and got.dtype == dtype
+    assert np.array_equal(got, want) and np.array_equal(got_arg, arg)
+    dy = np.random.default_rng(1).normal(size=want.shape).astype(dtype)
+    relu_y = y if relu else y[:0]
+    for need_dx in (True, False):
+        expected = conv_taps.backward(kp.maxpool_backward(dy, arg, (h, w), (2, 2), (2, 2)), relu_y, x, k, padding,
+                                      dilation, need_dx)
+        pooled = conv_taps.backward_pooled(dy, arg, want if relu else want[:0], x, k, padding, dilation, need_dx)
+        for g, e in zip(pooled, expected):
+            assert g.shape == e.shape and np.array_equal(g, e)
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_convolution_with_its_pool_passes_nan_and_inf_as_the_pool_does(relu):
+    x, k, b, padding = _pooled_case(np.float32, 2, 3, 8, 8, (3, 3), (1, 1))
+    x[0, 1, 2, 2] = np.nan          # spreads to the 3 x 3 outputs around it, in every filter
+    x[1, 0, 5, 5] = np.inf          # + and - inf: NaN where they meet, inf or 0 (the ReLU) elsewhere
+    x[1, 0, 6, 6] = -np.inf
+    y = conv_taps.forward(x, k, b, relu, padding, (1, 1), 8, 8)
+    want, arg = kp.maxpool_forward(y, (2, 2), (2, 2))
+    assert np.isnan(want).any() and np.isinf(want).any()
+    got, got_arg = conv_taps.forward_pooled(x, k, b, relu, padding, (1, 1))
+    assert np.array_equal(got, want, equal_nan=True) and np.array_equal(got_arg, arg)
+
+
+@pytest.mark.parametrize("c, f, h, w, kernel, dilation, relu, bias", _POOLED)
+def test_convolution_with_its_pool_backward_central_differences(c, f, h, w, kernel, dilation, relu, bias):
+    x, k, b, padding = _pooled_case(np.float64, c, f, h, w, kernel, dilation, seed=4)
+    b = b if bias else b[:0]
+    dy = np.random.default_rng(5).normal(size=(3, f, h // 2, w // 2))
+
+    def loss():
+        return float(np.sum(dy * conv_taps.forward_pooled(x, k, b, relu, padding, dilation)[0]))
+    y, arg = conv_taps.forward_pooled(x, k, b, relu, padding, dilation)
+    dx, dk, db = conv_taps.backward_pooled(dy, arg, y if relu else y[:0], x, k, padding, dilation, True)
+    for arr, grad in ((x, dx), (k, dk)) + (((b, db),) if bias else ()):
+        assert grad.shape == arr.shape
+        for i, num in _fd(loss, arr):
+            assert grad.flat[i] == pytest.approx(num, rel=1e-6, abs=1e-8)
 
 
 @pytest.mark.parametrize("channels", [3, 5])        # 5: stride 1 takes the GEMM primitives

@@ -21,7 +21,7 @@ state and the losses are the general path's, bit for bit. The dense bodies
 (``dense._forward_body`` and ``_backward_body``) are named here (``_blocks.kernel``, and
 ``_blocks.address`` for their blocks); the activations' serial ``FORWARD``/``BACKWARD`` kernels,
 the convolution and max-pool block bodies (``conv_taps``', ``conv_direct``'s or ``conv_gemm``'s, as
-``conv.py``'s table picks them; the 2 x 2 or the general max-pool), the sum of a convolution's
+``conv.py``'s table picks them, or ``conv_taps``' pooled ones; the 2 x 2 or the general max-pool), the sum of a convolution's
 per-block partials (``conv_planes.sum_blocks``), the loss (an objective kernel, or
 ``softmax_cross_entropy``) and the optimizer (``optim._sgd``, ``_adam``, ``_rmsprop``, or their
 block bodies) are chosen at run time: ``neurons/_fused.py`` passes the addresses of the ones the
@@ -53,11 +53,12 @@ DONE, LOSS, PARAMS = 0, 1, 2
 # a layer's kind, and the columns of its row in ``geo``: the input (C, H, W) and output (F, OH,
 # OW) of a convolution or max-pool, its kernel, padding, dilation and (max-pool) stride, whether a
 # convolution applies the ReLU in its kernels, the elements below which a max-pool runs as one
-# block; IMPL: a convolution's implementation (DIRECT or GEMM), a max-pool's kernel (PAIRS: the
-# 2 x 2 one with stride 2, else ANY)
+# block; IMPL: a convolution's implementation (DIRECT, GEMM, TAPS; POOLED: TAPS with the 2 x 2
+# max-pool that alone reads its output in the same passes, its op's DST the pool's), a max-pool's
+# kernel (PAIRS: the 2 x 2 one with stride 2, else ANY)
 DENSE, CONV, POOL = 0, 1, 2
 KIND, IMPL, C, H, W, F, OH, OW, KH, KW, PH, PW, DH, DW, SH, SW, RELU, MIN, GEO = range(19)
-DIRECT, GEMM, TAPS = 0, 1, 2
+DIRECT, GEMM, TAPS, POOLED = 0, 1, 2, 3
 PAIRS, ANY = 0, 1
 # an op's kind (KIND_OP), and the columns of its row in ``ops``: APPLY a unit to slot SRC, or ACC
 # the NSRC slots listed in ``ins`` from FROM on, with MODE; both into slot DST
@@ -166,26 +167,34 @@ def _body(at, blocks, args):
 
 
 @jit
-def _conv_forward(g, x, params, woff, boff, no_bias, y, m, at):
+def _conv_forward(g, x, params, woff, boff, no_bias, y, arg, m, at):
     """``conv.conv_forward`` of layer ``g`` (a row of ``geo``) on the flat batch ``x`` into the flat
-    ``y``: its implementation's forward body at ``at``, on the blocks of ``stride1_forward``."""
+    ``y``: its implementation's forward body at ``at``, on the blocks of ``conv_taps.forward``
+    (POOLED: ``conv_taps.forward_pooled``'s, y and ``arg`` the max-pool's)."""
     c, h, w, f, oh, ow, kh, kw = g[C], g[H], g[W], g[F], g[OH], g[OW], g[KH], g[KW]
     k = params[woff:woff + f * c * kh * kw].reshape((f, c, kh, kw))
     b = params[boff:boff + f] if boff >= 0 else no_bias
     blocks = block_count_in_kernels(m)
-    _body(at, blocks, (blocks, x.reshape((m, c, h, w)), k, b, g[RELU] != 0, g[PH], g[PW], g[DH], g[DW],
-                       y.reshape((m, f, oh, ow))))
+    x4 = x.reshape((m, c, h, w))
+    if g[IMPL] == POOLED:
+        pooled = (m, f, oh // 2, ow // 2)
+        _body(at, blocks, (blocks, x4, k, b, g[RELU] != 0, g[PH], g[PW], g[DH], g[DW], y.reshape(pooled),
+                           arg.reshape(pooled)))
+    else:
+        _body(at, blocks, (blocks, x4, k, b, g[RELU] != 0, g[PH], g[PW], g[DH], g[DW], y.reshape((m, f, oh, ow))))
 
 
 @jit
-def _conv_backward(g, dy, x, y, params, grads, woff, boff, need_dx, dx, m, at, sum_at):
+def _conv_backward(g, dy, x, y, arg, params, grads, woff, boff, need_dx, dx, m, at, sum_at):
     """``conv.conv_backward`` of layer ``g``: its implementation's backward body at ``at`` (dy
-    through the fused ReLU of the output ``y`` when the layer has one), the blocks' partials
-    summed by ``conv_planes.sum_blocks`` at ``sum_at``, dk (and db if ``boff`` >= 0) written
-    into the flat ``grads``, dx into the flat ``dx`` if ``need_dx``."""
+    through the fused ReLU of the output ``y`` when the layer has one; POOLED: dy, y and ``arg``
+    the max-pool's), the blocks' partials summed by ``conv_planes.sum_blocks`` at ``sum_at``, dk
+    (and db if ``boff`` >= 0) written into the flat ``grads``, dx into the flat ``dx`` if ``need_dx``."""
     c, h, w, f, oh, ow, kh, kw = g[C], g[H], g[W], g[F], g[OH], g[OW], g[KH], g[KW]
     taps = c * kh * kw
     k = params[woff:woff + f * taps].reshape((f, c, kh, kw))
+    if g[IMPL] == POOLED:
+        oh, ow = oh // 2, ow // 2
     dy4, x4 = dy.reshape((m, f, oh, ow)), x.reshape((m, c, h, w))
     relu_y = y.reshape((m, f, oh, ow)) if g[RELU] != 0 else np.empty((0, f, oh, ow), dy.dtype)
     dx4 = dx.reshape((m, c, h, w)) if need_dx else np.empty((0, c, h, w), dy.dtype)
@@ -200,6 +209,9 @@ def _conv_backward(g, dy, x, y, params, grads, woff, boff, need_dx, dx, m, at, s
     elif g[IMPL] == TAPS:           # k turned and swapped, as conv_taps.backward passes it
         _body(at, blocks, (blocks, dy4, relu_y, x4, turned(k), kh, kw, g[PH], g[PW], g[DH], g[DW], need_dx, dx4,
                            partial, partial_db))
+    elif g[IMPL] == POOLED:
+        _body(at, blocks, (blocks, dy4, arg.reshape((m, f, oh, ow)), relu_y, x4, turned(k), kh, kw, g[PH], g[PW],
+                           g[DH], g[DW], need_dx, dx4, partial, partial_db))
     else:
         _body(at, blocks, (blocks, dy4, relu_y, x4, k, g[PH], g[PW], g[DH], g[DW], need_dx, dx4, partial, partial_db))
     dk = call_at(sum_at, (partial.reshape((blocks, f * taps)),), grads[:0])
@@ -388,7 +400,8 @@ def train_steps(x, y, order, batch, first, steps, ops, ins, sizes, soff, acts, f
             activated = _activated(acts, u, fused, o == nops - 1)
             z = _slot(zs, soff, batch, dst, m, sizes) if activated else out
             if geo[u, KIND] == CONV:
-                _conv_forward(geo[u], h, params, woff[u], boff[u], no_bias, z, m, lat[u, 0])
+                _conv_forward(geo[u], h, params, woff[u], boff[u], no_bias, z, _slot(arg, soff, batch, dst, m, sizes),
+                              m, lat[u, 0])
             elif geo[u, KIND] == POOL:
                 _pool_forward(geo[u], h, z, _slot(arg, soff, batch, dst, m, sizes), m, lat[u, 0])
             else:
@@ -452,8 +465,9 @@ def train_steps(x, y, order, batch, first, steps, ops, ins, sizes, soff, acts, f
             h = _slot(vals, soff, batch, src, m, sizes)
             target = again if done_u[u] else grads      # a unit applied again: its gradients added after
             if geo[u, KIND] == CONV:
-                _conv_backward(geo[u], dz, h, _slot(vals, soff, batch, dst, m, sizes), params, target, woff[u], boff[u],
-                               need_dx, dx, m, lat[u, 1], sum_at)
+                _conv_backward(geo[u], dz, h, _slot(vals, soff, batch, dst, m, sizes),
+                               _slot(arg, soff, batch, dst, m, sizes), params, target, woff[u], boff[u], need_dx, dx, m,
+                               lat[u, 1], sum_at)
             elif geo[u, KIND] == POOL:
                 if need_dx:
                     _pool_backward(geo[u], dz, _slot(arg, soff, batch, dst, m, sizes), dx, m, lat[u, 1])

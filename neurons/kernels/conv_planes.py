@@ -153,9 +153,15 @@ def widen_plane(dy, relu_y, s, q, dst, wp):
             dst[start + b] = zero if relu and m <= zero else d      # a NaN y passes dy, as relu_backward
         for b in range(ow, wp):
             dst[start + b] = zero
-    acc = zero
-    for t in range(oh * wp):
-        acc += dst[t]
+    return total(dst, oh * wp)
+
+
+@jit(inline="always")
+def total(a, n):
+    """The sum of a[:n], in one pass (a widened dy's, for db)."""
+    acc = a.dtype.type(0.0)
+    for t in range(n):
+        acc += a[t]
     return acc
 
 
@@ -191,8 +197,14 @@ def copy_out(flat, plane, shift, relu, wp):
         src = flat[start:start + plane.shape[1]]
         dst = plane[a]
         for t in range(plane.shape[1]):
-            v = src[t] + shift
-            dst[t] = (zero if v < zero else v) if relu else v
+            dst[t] = shifted(src[t], shift, relu, zero)
+
+
+@jit(inline="always")
+def shifted(v, shift, relu, zero):
+    """An output value plus its bias, through a ReLU if ``relu`` (as ``copy_out`` writes it)."""
+    v = v + shift
+    return (zero if v < zero else v) if relu else v
 
 
 @jit

@@ -62,6 +62,19 @@ def _nan_windows(plane, kh, kw, sh, sw, w, y_plane, arg_plane, ow):
 
 
 @jit(inline="always")
+def best_of_four(v0, v1, v2, v3, w):
+    """A 2 x 2 window's maximum, its values given row by row, and where it lies in a plane of
+    width ``w`` from the window's corner (0, 1, w or w + 1): the first of equal values; never a
+    NaN's place (``_nan_windows`` finds those)."""
+    upper = v1 > v0
+    top, top_at = v1 if upper else v0, 1 if upper else 0
+    lower = v3 > v2
+    bottom, bottom_at = v3 if lower else v2, w + 1 if lower else w
+    down = bottom > top
+    return bottom if down else top, bottom_at if down else top_at
+
+
+@jit(inline="always")
 def _planes(blk, blocks, x, y, arg):
     """x, y and arg as (N·C, plane) arrays, and block ``blk``'s range of planes."""
     n, c = x.shape[0], x.shape[1]
@@ -80,13 +93,7 @@ def _forward_2x2_body(blk, blocks, x, y, arg):
             top, bottom = plane[2 * a * w:2 * a * w + w], plane[(2 * a + 1) * w:(2 * a + 1) * w + w]
             y_row, arg_row = y_plane[a * ow:a * ow + ow], arg_plane[a * ow:a * ow + ow]
             for b in range(ow):
-                best, at = top[2 * b], 0
-                if top[2 * b + 1] > best:
-                    best, at = top[2 * b + 1], 1
-                if bottom[2 * b] > best:
-                    best, at = bottom[2 * b], w
-                if bottom[2 * b + 1] > best:
-                    best, at = bottom[2 * b + 1], w + 1
+                best, at = best_of_four(top[2 * b], top[2 * b + 1], bottom[2 * b], bottom[2 * b + 1], w)
                 y_row[b] = best
                 arg_row[b] = 2 * a * w + 2 * b + at
         _nan_windows(plane, 2, 2, 2, 2, w, y_plane, arg_plane, ow)
