@@ -62,7 +62,10 @@ _CONVS = {kconv.DIRECT: chain.DIRECT, kconv.GEMM: chain.GEMM}
 _CONV_BODIES = {chain.DIRECT: (conv_taps._forward_body, conv_direct._backward_direct_body),
                 chain.GEMM: (conv_taps._forward_body, conv_gemm._backward_gemm_body),
                 chain.TAPS: (conv_taps._forward_body, conv_taps._backward_body),
-                chain.POOLED: (conv_taps._forward_pooled_body, conv_taps._backward_pooled_body)}
+                chain.POOLED: (conv_taps._forward_pooled_body, conv_taps._backward_pooled_body),
+                chain.POOLED_GEMM: (conv_taps._forward_pooled_body, conv_gemm._backward_gemm_pooled_body)}
+# a convolution's code -> its code with the max-pool that alone reads its output (``_pool_in_convolutions``)
+_POOLED = {chain.TAPS: chain.POOLED, chain.GEMM: chain.POOLED_GEMM}
 _POOL_BODIES = {chain.PAIRS: (kpool._forward_2x2_body, kpool._backward_2x2_body),
                 chain.ANY: (kpool._forward_any_body, kpool._backward_any_body)}
 _ADDRESSES = {}             # Runner._address's, per process
@@ -205,23 +208,24 @@ def _geometry(lay, shape_in, shape_out):
 
 
 def _pool_in_convolutions(ops, ins, geo, output):
-    """``ops`` with each convolution by tap tiles (TAPS) whose output only a 2 x 2 max-pool with
-    stride 2 reads taking that pool into its own passes (POOLED in ``geo``, which changes: the
-    pool's op gone, the convolution's DST the pool's), where each of the two is applied once."""
+    """``ops`` with each convolution by tap tiles or GEMM whose output only a 2 x 2 max-pool with
+    stride 2 reads taking that pool into its own passes (POOLED or POOLED_GEMM in ``geo``, which
+    changes: the pool's op gone, the convolution's DST the pool's), where each of the two is
+    applied once."""
     applies = ops[ops[:, chain.KIND_OP] == chain.APPLY]
     applied = Counter(applies[:, chain.UNIT].tolist())
     read = Counter(applies[:, chain.SRC].tolist() + list(ins))
     keep = np.ones(len(ops), bool)
     for o, op in enumerate(ops):
         u, slot = op[chain.UNIT], op[chain.DST]
-        if (op[chain.KIND_OP] != chain.APPLY or geo[u, chain.KIND] != chain.CONV or geo[u, chain.IMPL] != chain.TAPS
+        if (op[chain.KIND_OP] != chain.APPLY or geo[u, chain.KIND] != chain.CONV or geo[u, chain.IMPL] not in _POOLED
                 or applied[u] != 1 or read[slot] != 1 or slot == output):
             continue
         readers = [p for p in range(o + 1, len(ops)) if ops[p, chain.KIND_OP] == chain.APPLY
                    and ops[p, chain.SRC] == slot]
         v = ops[readers[0], chain.UNIT] if readers else -1
         if v >= 0 and geo[v, chain.KIND] == chain.POOL and geo[v, chain.IMPL] == chain.PAIRS and applied[v] == 1:
-            geo[u, chain.IMPL] = chain.POOLED
+            geo[u, chain.IMPL] = _POOLED[geo[u, chain.IMPL]]
             op[chain.DST] = ops[readers[0], chain.DST]
             keep[readers[0]] = False
     return ops[keep]
@@ -300,7 +304,7 @@ class Runner:
         rows, seconds, serial = min(batch, n_samples), _STEP_SECONDS, True
         for op in ops[ops[:, chain.KIND_OP] == chain.APPLY]:
             g, u, i = self.geo[op[chain.UNIT]], sizes[op[chain.DST]], sizes[op[chain.SRC]]
-            u *= 4 if g[chain.IMPL] == chain.POOLED and g[chain.KIND] == chain.CONV else 1     # the pool's DST
+            u *= 4 if g[chain.IMPL] in _POOLED.values() and g[chain.KIND] == chain.CONV else 1     # the pool's DST
             if g[chain.KIND] == chain.DENSE:
                 blocks = block_count(u, rows * u * i, kdense.SPLIT)     # (forward_blocks, not compiled)
                 serial = serial and blocks == 1
@@ -350,7 +354,7 @@ class Runner:
         for l, (kind, impl) in enumerate(self.geo[:, :2].tolist()):
             if kind == chain.CONV:
                 forward, backward = _CONV_BODIES[impl]
-                pooled = impl == chain.POOLED           # the max-pool's y and arg, its dy, arg and y
+                pooled = impl in _POOLED.values()       # the max-pool's y and arg, its dy, arg and y
                 lat[l, 0] = machine_code(forward, block + (planes, planes, flat, flag) + (ints,) * 4 + (planes,)
                                          + ((args,) if pooled else ()))[0]
                 taken = (planes,) if impl == chain.DIRECT else (rows, ints, ints)     # k, or kt (kr), kh, kw

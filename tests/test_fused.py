@@ -187,7 +187,7 @@ def test_one_layer_and_image_input(dtype):
 # filter and for few weights, or GEMM, with dk laid out either way), the ReLU in their kernels or
 # none, both max-pool kernels; at batch 8 every kernel runs in blocks (two threads), at batch 1 alone
 def _images(dtype, name):
-    net = neurons.Network((2, 9, 9) if name == "gemm" else (1, 8, 8), dtype)
+    net = neurons.Network((2, 9, 9) if "gemm" in name else (1, 8, 8), dtype)
     if name == "small":         # quickstart's layers: 5 filters of 3 x 3 over one channel (45 weights)
         return (net.convolution(5, 3, padding=1, activation="relu").maxpool(2).dense(6, "relu", bias=False)
                 .dense(3, "softmax", bias=False))
@@ -197,6 +197,9 @@ def _images(dtype, name):
     if name == "gemm":          # 64 filters: dk as (taps, F)
         net = net.convolution(8, 3, padding=1, activation="relu", bias=True).maxpool(2)
         return net.convolution(64, 3, padding=2, dilation=2, bias=True).maxpool(3, 1).dense(3, "softmax")
+    if name == "pooled gemm":   # GEMM's backward from a pool's: no padding (9 -> 7 -> 3), 64 filters (3 -> 1)
+        net = net.convolution(6, 3, activation="relu", bias=True).maxpool(2)
+        return net.convolution(64, 3, padding=1).maxpool(2).dense(3, "softmax")
     # linear convolution, a rectangular kernel (dk as (F, taps)), overlapping windows, an activation
     # and mse after
     net = net.convolution(16, (3, 2), padding=(1, 0), bias=True).maxpool((2, 3), (1, 2))
@@ -205,7 +208,8 @@ def _images(dtype, name):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("name, impls", [("small", [chain.POOLED]), ("direct", [chain.TAPS, chain.DIRECT]),
-                                         ("gemm", [chain.POOLED, chain.GEMM]), ("linear", [chain.GEMM])])
+                                         ("gemm", [chain.POOLED, chain.GEMM]), ("linear", [chain.GEMM]),
+                                         ("pooled gemm", [chain.POOLED_GEMM, chain.POOLED_GEMM])])
 @pytest.mark.parametrize("batch, n", [(1, 5), (8, 21)])
 def test_convolutions_and_maxpools(name, impls, batch, n, dtype):
     net = _images(dtype, name).set_optimizer(O.SGDM(lr=0.05, momentum=0.9))
@@ -213,8 +217,8 @@ def test_convolutions_and_maxpools(name, impls, batch, n, dtype):
     geo = runner.geo
     assert geo[geo[:, chain.KIND] == chain.CONV, chain.IMPL].tolist() == impls
     pools = geo[geo[:, chain.KIND] == chain.POOL, chain.IMPL].tolist()
-    assert pools == {"small": [chain.PAIRS], "direct": [chain.PAIRS], "gemm": [chain.PAIRS, chain.ANY]}.get(name,
-                                                                                                            [chain.ANY])
+    assert pools == {"small": [chain.PAIRS], "direct": [chain.PAIRS], "gemm": [chain.PAIRS, chain.ANY],
+                     "pooled gemm": [chain.PAIRS, chain.PAIRS]}.get(name, [chain.ANY])
     _check(net, n=n, batch=batch, kind="normal" if name == "linear" else "onehot", chunks=(None, 2))
 
 
@@ -648,7 +652,8 @@ def _compiled(net, rows):
     return runner
 
 
-_PREDICTED = ([("dense", act) for act in ACTIVATIONS] + [("images", name) for name in ("small", "direct", "gemm")]
+_PREDICTED = ([("dense", act) for act in ACTIVATIONS]
+              + [("images", name) for name in ("small", "direct", "gemm", "pooled gemm")]
               + [("graph", case) for case in (("skip", "subtract"), ("loop inskips", "mean"), ("feedback", "add"),
                                               ("conv loop", "overwrite"), ("conv feedback", "add"))])
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neurons.kernels import conv as kc
-from neurons.kernels import conv_planes, conv_taps
+from neurons.kernels import conv_gemm, conv_planes, conv_taps
 from neurons.kernels import deconv as kd
 from neurons.kernels import maxpool as kp
 from neurons.kernels._config import BLOCKS
@@ -281,29 +281,37 @@ _POOLED = [(1, 5, 8, 8, (3, 3), (1, 1), True, True), (2, 3, 7, 9, (3, 3), (1, 1)
            (1, 4, 9, 6, (5, 3), (1, 2), False, False)]
 
 
-def _pooled_case(dtype, c, f, h, w, kernel, dilation, seed=0):
+def _pooled_case(dtype, c, f, h, w, kernel, dilation, seed=0, same=True):
+    """x, k, b and the padding that keeps the plane's size (``same``), else one less on the left."""
     x, k, b = _case(3, dtype, seed=seed, c=c, f=f, h=h, w=w, kh=kernel[0], kw=kernel[1])
     padding = tuple(d * (size - 1) // 2 for size, d in zip(kernel, dilation))
-    return x, k, b, padding
+    return x, k, b, padding if same else (padding[0], max(padding[1] - 1, 0))
+
+
+# the backward of each implementation that takes a pool in (conv_gemm's for any padding)
+_POOLED_BACKWARDS = [(conv_taps, True), (conv_gemm, True), (conv_gemm, False)]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("c, f, h, w, kernel, dilation, relu, bias", _POOLED)
-def test_convolution_with_its_pool_is_the_two_layers_bit_for_bit(c, f, h, w, kernel, dilation, relu, bias, dtype):
-    x, k, b, padding = _pooled_case(dtype, c, f, h, w, kernel, dilation)
+@pytest.mark.parametrize("module, same", _POOLED_BACKWARDS, ids=str)
+def test_convolution_with_its_pool_is_the_two_layers_bit_for_bit(c, f, h, w, kernel, dilation, relu, bias, module,
+                                                                 same, dtype):
+    x, k, b, padding = _pooled_case(dtype, c, f, h, w, kernel, dilation, same=same)
     x[0, 0, 1, 1] = x[1, 0, 2, 3] = 0.0         # ties: windows of equal values, and of ReLU's zeros
     b = b if bias else b[:0]
-    y = conv_taps.forward(x, k, b, relu, padding, dilation, h, w)
+    oh, ow = (size + 2 * p - d * (kk - 1) for size, p, d, kk in zip((h, w), padding, dilation, kernel))
+    y = conv_taps.forward(x, k, b, relu, padding, dilation, oh, ow)
     want, arg = kp.maxpool_forward(y, (2, 2), (2, 2))
     got, got_arg = conv_taps.forward_pooled(x, k, b, relu, padding, dilation)
-    assert got.shape == (3, f, h // 2, w // 2) and got.dtype == dtype
+    assert got.shape == (3, f, oh // 2, ow // 2) and got.dtype == dtype
     assert np.array_equal(got, want) and np.array_equal(got_arg, arg)
     dy = np.random.default_rng(1).normal(size=want.shape).astype(dtype)
     relu_y = y if relu else y[:0]
     for need_dx in (True, False):
-        expected = conv_taps.backward(kp.maxpool_backward(dy, arg, (h, w), (2, 2), (2, 2)), relu_y, x, k, padding,
-                                      dilation, need_dx)
-        pooled = conv_taps.backward_pooled(dy, arg, want if relu else want[:0], x, k, padding, dilation, need_dx)
+        expected = module.backward(kp.maxpool_backward(dy, arg, (oh, ow), (2, 2), (2, 2)), relu_y, x, k, padding,
+                                   dilation, need_dx)
+        pooled = module.backward_pooled(dy, arg, want if relu else want[:0], x, k, padding, dilation, need_dx)
         for g, e in zip(pooled, expected):
             assert g.shape == e.shape and np.array_equal(g, e)
 
@@ -322,15 +330,17 @@ def test_convolution_with_its_pool_passes_nan_and_inf_as_the_pool_does(relu):
 
 
 @pytest.mark.parametrize("c, f, h, w, kernel, dilation, relu, bias", _POOLED)
-def test_convolution_with_its_pool_backward_central_differences(c, f, h, w, kernel, dilation, relu, bias):
-    x, k, b, padding = _pooled_case(np.float64, c, f, h, w, kernel, dilation, seed=4)
+@pytest.mark.parametrize("module, same", _POOLED_BACKWARDS, ids=str)
+def test_convolution_with_its_pool_backward_central_differences(c, f, h, w, kernel, dilation, relu, bias, module,
+                                                                same):
+    x, k, b, padding = _pooled_case(np.float64, c, f, h, w, kernel, dilation, seed=4, same=same)
     b = b if bias else b[:0]
-    dy = np.random.default_rng(5).normal(size=(3, f, h // 2, w // 2))
+    y, arg = conv_taps.forward_pooled(x, k, b, relu, padding, dilation)
+    dy = np.random.default_rng(5).normal(size=y.shape)
 
     def loss():
         return float(np.sum(dy * conv_taps.forward_pooled(x, k, b, relu, padding, dilation)[0]))
-    y, arg = conv_taps.forward_pooled(x, k, b, relu, padding, dilation)
-    dx, dk, db = conv_taps.backward_pooled(dy, arg, y if relu else y[:0], x, k, padding, dilation, True)
+    dx, dk, db = module.backward_pooled(dy, arg, y if relu else y[:0], x, k, padding, dilation, True)
     for arr, grad in ((x, dx), (k, dk)) + (((b, db),) if bias else ()):
         assert grad.shape == arr.shape
         for i, num in _fd(loss, arr):

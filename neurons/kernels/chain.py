@@ -53,12 +53,12 @@ DONE, LOSS, PARAMS = 0, 1, 2
 # a layer's kind, and the columns of its row in ``geo``: the input (C, H, W) and output (F, OH,
 # OW) of a convolution or max-pool, its kernel, padding, dilation and (max-pool) stride, whether a
 # convolution applies the ReLU in its kernels, the elements below which a max-pool runs as one
-# block; IMPL: a convolution's implementation (DIRECT, GEMM, TAPS; POOLED: TAPS with the 2 x 2
-# max-pool that alone reads its output in the same passes, its op's DST the pool's), a max-pool's
-# kernel (PAIRS: the 2 x 2 one with stride 2, else ANY)
+# block; IMPL: a convolution's implementation (DIRECT, GEMM, TAPS; POOLED and POOLED_GEMM: TAPS and
+# GEMM with the 2 x 2 max-pool that alone reads its output in the same passes, its op's DST the
+# pool's), a max-pool's kernel (PAIRS: the 2 x 2 one with stride 2, else ANY)
 DENSE, CONV, POOL = 0, 1, 2
 KIND, IMPL, C, H, W, F, OH, OW, KH, KW, PH, PW, DH, DW, SH, SW, RELU, MIN, GEO = range(19)
-DIRECT, GEMM, TAPS, POOLED = 0, 1, 2, 3
+DIRECT, GEMM, TAPS, POOLED, POOLED_GEMM = 0, 1, 2, 3, 4
 PAIRS, ANY = 0, 1
 # an op's kind (KIND_OP), and the columns of its row in ``ops``: APPLY a unit to slot SRC, or ACC
 # the NSRC slots listed in ``ins`` from FROM on, with MODE; both into slot DST
@@ -170,13 +170,13 @@ def _body(at, blocks, args):
 def _conv_forward(g, x, params, woff, boff, no_bias, y, arg, m, at):
     """``conv.conv_forward`` of layer ``g`` (a row of ``geo``) on the flat batch ``x`` into the flat
     ``y``: its implementation's forward body at ``at``, on the blocks of ``conv_taps.forward``
-    (POOLED: ``conv_taps.forward_pooled``'s, y and ``arg`` the max-pool's)."""
+    (POOLED, POOLED_GEMM: ``conv_taps.forward_pooled``'s, y and ``arg`` the max-pool's)."""
     c, h, w, f, oh, ow, kh, kw = g[C], g[H], g[W], g[F], g[OH], g[OW], g[KH], g[KW]
     k = params[woff:woff + f * c * kh * kw].reshape((f, c, kh, kw))
     b = params[boff:boff + f] if boff >= 0 else no_bias
     blocks = block_count_in_kernels(m)
     x4 = x.reshape((m, c, h, w))
-    if g[IMPL] == POOLED:
+    if g[IMPL] == POOLED or g[IMPL] == POOLED_GEMM:
         pooled = (m, f, oh // 2, ow // 2)
         _body(at, blocks, (blocks, x4, k, b, g[RELU] != 0, g[PH], g[PW], g[DH], g[DW], y.reshape(pooled),
                            arg.reshape(pooled)))
@@ -187,25 +187,30 @@ def _conv_forward(g, x, params, woff, boff, no_bias, y, arg, m, at):
 @jit
 def _conv_backward(g, dy, x, y, arg, params, grads, woff, boff, need_dx, dx, m, at, sum_at):
     """``conv.conv_backward`` of layer ``g``: its implementation's backward body at ``at`` (dy
-    through the fused ReLU of the output ``y`` when the layer has one; POOLED: dy, y and ``arg``
-    the max-pool's), the blocks' partials summed by ``conv_planes.sum_blocks`` at ``sum_at``, dk
+    through the fused ReLU of the output ``y`` when the layer has one; POOLED, POOLED_GEMM: dy, y
+    and ``arg`` the max-pool's), the blocks' partials summed by ``conv_planes.sum_blocks`` at ``sum_at``, dk
     (and db if ``boff`` >= 0) written into the flat ``grads``, dx into the flat ``dx`` if ``need_dx``."""
     c, h, w, f, oh, ow, kh, kw = g[C], g[H], g[W], g[F], g[OH], g[OW], g[KH], g[KW]
     taps = c * kh * kw
     k = params[woff:woff + f * taps].reshape((f, c, kh, kw))
-    if g[IMPL] == POOLED:
+    gemm = g[IMPL] == GEMM or g[IMPL] == POOLED_GEMM
+    if g[IMPL] == POOLED or g[IMPL] == POOLED_GEMM:
         oh, ow = oh // 2, ow // 2
     dy4, x4 = dy.reshape((m, f, oh, ow)), x.reshape((m, c, h, w))
     relu_y = y.reshape((m, f, oh, ow)) if g[RELU] != 0 else np.empty((0, f, oh, ow), dy.dtype)
     dx4 = dx.reshape((m, c, h, w)) if need_dx else np.empty((0, c, h, w), dy.dtype)
     blocks = block_count_in_kernels(m)
-    transposed = g[IMPL] == GEMM and taps > f      # conv_gemm.backward's layout of dk
+    transposed = gemm and taps > f      # conv_gemm.backward's layout of dk
     partial = np.zeros((blocks, taps, f) if transposed else (blocks, f, taps), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
     if g[IMPL] == GEMM:             # k as (C·kh·kw, F), as conv_gemm.backward passes it
         kt = np.ascontiguousarray(k.reshape((f, taps)).T)
         _body(at, blocks, (blocks, dy4, relu_y, x4, kt, kh, kw, g[PH], g[PW], g[DH], g[DW], need_dx, dx4, partial,
                            partial_db))
+    elif g[IMPL] == POOLED_GEMM:
+        kt = np.ascontiguousarray(k.reshape((f, taps)).T)
+        _body(at, blocks, (blocks, dy4, arg.reshape((m, f, oh, ow)), relu_y, x4, kt, kh, kw, g[PH], g[PW], g[DH],
+                           g[DW], need_dx, dx4, partial, partial_db))
     elif g[IMPL] == TAPS:           # k turned and swapped, as conv_taps.backward passes it
         _body(at, blocks, (blocks, dy4, relu_y, x4, turned(k), kh, kw, g[PH], g[PW], g[DH], g[DW], need_dx, dx4,
                            partial, partial_db))

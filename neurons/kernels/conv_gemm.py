@@ -34,8 +34,8 @@ import numpy as np
 from ._blocks import block_count, parallel
 from ._config import jit, span
 from .blas import gemm
-from .conv_planes import (at, pad_plane, padded_length, sum_blocks, unpad,
-                          unpad_plane, widen, widen_plane)
+from .conv_planes import (at, pad_plane, padded_length, sum_blocks, unpad, unpad_plane, unpool_plane, widen,
+                          widen_plane)
 from .conv_taps import forward
 from .tiles import SET, aligned_empty, products
 
@@ -100,6 +100,39 @@ def scatter(dy, k, stride, padding, dilation, h, w):
     return unpad(dxp, h, w, padding[0], padding[1])
 
 
+@jit(inline="always")
+def _backward_buffers(f, c, h, w, oh, kh, kw, ph, pw, dw, need_dx, like):
+    """A block's buffers for the backward bodies: the padded width, the output's length at it,
+    x's padded planes, dx's, x's im2col, dx's columns, the widened dy and an empty row (the
+    products' init row: unused when they set their output)."""
+    wp = w + 2 * pw
+    length = oh * wp
+    size = padded_length(h, ph, wp, kw, dw)
+    ckk = c * kh * kw
+    return (wp, length, np.empty((c, size), like.dtype), np.empty((c if need_dx else 0, size), like.dtype),
+            np.empty((ckk, length), like.dtype), aligned_empty(ckk, length, like), aligned_empty(f, length, like),
+            np.empty(0, like.dtype))
+
+
+@jit(inline="always")
+def _sample_gradients(x, s, kt, kh, kw, ph, pw, dh, dw, wp, length, dyw, xps, dxps, cols, dcols, no_init, need_dx, dx,
+                      dk):
+    """Sample ``s``'s part of dk (added into ``dk``) and its dx, once its dy is widened in ``dyw``."""
+    for ch in range(x.shape[1]):
+        pad_plane(x[s, ch], xps[ch], ph, pw)
+    _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
+    if dk.shape[0] != dyw.shape[0]:         # dk transposed (see ``backward``)
+        gemm(False, True, 1.0, cols, dyw, 1.0, dk)
+    else:
+        gemm(False, True, 1.0, dyw, cols, 1.0, dk)
+    if need_dx:
+        products(kt, dyw, dcols, no_init, False, SET)
+        dxps[:] = dx.dtype.type(0.0)
+        _col2im(dcols, dxps, kh, kw, wp, (dh, dw), length)
+        for ch in range(x.shape[1]):
+            unpad_plane(dxps[ch], dx[s, ch], ph, pw)
+
+
 @jit
 def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, need_dx, dx, partial, partial_db):
     """Block ``blk`` of the samples, adding into its own dk and db partials: each sample's dy is
@@ -108,39 +141,40 @@ def _backward_gemm_body(blk, blocks, dy, relu_y, x, kt, kh, kw, ph, pw, dh, dw, 
     k as (C·kh·kw, F); a partial is dk (F, C·kh·kw), or its transpose when it has more rows
     than filters (see ``backward``)."""
     f, oh = dy.shape[1], dy.shape[2]
-    c, h, w = x.shape[1], x.shape[2], x.shape[3]
-    ckk = c * kh * kw
+    wp, length, xps, dxps, cols, dcols, dyw, no_init = _backward_buffers(f, x.shape[1], x.shape[2], x.shape[3], oh, kh,
+                                                                         kw, ph, pw, dw, need_dx, dy)
     dk, db = partial[blk], partial_db[blk]
-    transposed = dk.shape[0] != f
-    wp = w + 2 * pw
-    length = oh * wp
-    size = padded_length(h, ph, wp, kw, dw)
-    xps = np.empty((c, size), dy.dtype)
-    dxps = np.empty((c if need_dx else 0, size), dy.dtype)
-    cols = np.empty((ckk, length), dy.dtype)
-    dcols = aligned_empty(ckk, length, dy)
-    dyw = aligned_empty(f, length, dy)
-    no_init = np.empty(0, dy.dtype)  # products' init row: unused when setting c
     lo, hi = span(blk, blocks, dy.shape[0])
     for s in range(lo, hi):
         for q in range(f):
             db[q] += widen_plane(dy, relu_y, s, q, dyw[q], wp)
-        for ch in range(c):
-            pad_plane(x[s, ch], xps[ch], ph, pw)
-        _im2col(xps, kh, kw, wp, (dh, dw), length, cols)
-        if transposed:
-            gemm(False, True, 1.0, cols, dyw, 1.0, dk)
-        else:
-            gemm(False, True, 1.0, dyw, cols, 1.0, dk)
-        if need_dx:
-            products(kt, dyw, dcols, no_init, False, SET)
-            dxps[:] = dy.dtype.type(0.0)
-            _col2im(dcols, dxps, kh, kw, wp, (dh, dw), length)
-            for ch in range(c):
-                unpad_plane(dxps[ch], dx[s, ch], ph, pw)
+        _sample_gradients(x, s, kt, kh, kw, ph, pw, dh, dw, wp, length, dyw, xps, dxps, cols, dcols, no_init, need_dx,
+                          dx, dk)
+
+
+@jit
+def _backward_gemm_pooled_body(blk, blocks, dy, arg, relu_y, x, kt, kh, kw, ph, pw, dh, dw, need_dx, dx, partial,
+                               partial_db):
+    """``_backward_gemm_body`` of a convolution and the 2 x 2 max-pool that alone reads its output
+    (see ``conv_taps.forward_pooled``), from the pool's dy (N, F, oh // 2, ow // 2), its ``arg``
+    and (when the convolution has a ReLU, else empty) its values ``relu_y``."""
+    f, c, h, w = dy.shape[1], x.shape[1], x.shape[2], x.shape[3]
+    oh, ow = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
+    wp, length, xps, dxps, cols, dcols, dyw, no_init = _backward_buffers(f, c, h, w, oh, kh, kw, ph, pw, dw, need_dx,
+                                                                         dy)
+    dk, db = partial[blk], partial_db[blk]
+    relu = relu_y.shape[0] > 0
+    mask = relu_y if relu else dy
+    lo, hi = span(blk, blocks, dy.shape[0])
+    for s in range(lo, hi):
+        for q in range(f):
+            db[q] += unpool_plane(dy[s, q], mask[s, q], arg[s, q], relu, dyw[q], ow, wp)
+        _sample_gradients(x, s, kt, kh, kw, ph, pw, dh, dw, wp, length, dyw, xps, dxps, cols, dcols, no_init, need_dx,
+                          dx, dk)
 
 
 _backward_gemm_blocks = parallel(_backward_gemm_body)
+_backward_gemm_pooled_blocks = parallel(_backward_gemm_pooled_body)
 
 
 def backward(dy, relu_y, x, k, padding, dilation, need_dx):
@@ -154,6 +188,19 @@ def backward(dy, relu_y, x, k, padding, dilation, need_dx):
     when it has more taps than filters (32 -> 64 filters 3 x 3: 288 x 64, its GEMM 68 -> 82
     GFLOP/s; 1 -> 32 filters keeps (F, 9), the faster there), and dx's GEMM reads k as
     (C·kh·kw, F), not through a transposed operand (79 -> 82)."""
+    return _backward(_backward_gemm_blocks, (dy, relu_y), x, k, padding, dilation, need_dx)
+
+
+def backward_pooled(dy, arg, relu_y, x, k, padding, dilation, need_dx):
+    """``backward`` of a convolution and the 2 x 2 max-pool with stride 2 that alone reads its
+    output, from the pool's dy, its ``arg`` and (the ReLU's mask, or empty) its values: the
+    backward of ``conv_taps.forward_pooled``'s layer. ``(dx, dk, db)``."""
+    return _backward(_backward_gemm_pooled_blocks, (dy, arg, relu_y), x, k, padding, dilation, need_dx)
+
+
+def _backward(run, dys, x, k, padding, dilation, need_dx):
+    """``run`` (a backward body's blocks) on dy and what goes with it (``dys``); ``(dx, dk, db)``."""
+    dy = dys[0]
     n, f = dy.shape[0], dy.shape[1]
     kh, kw = k.shape[2], k.shape[3]
     taps = k.shape[1] * kh * kw
@@ -163,8 +210,8 @@ def backward(dy, relu_y, x, k, padding, dilation, need_dx):
     transposed = taps > f
     partial = np.zeros((blocks,) + ((taps, f) if transposed else (f, taps)), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
-    _backward_gemm_blocks(blocks, (blocks, dy, relu_y, x, kt, kh, kw, padding[0], padding[1], dilation[0],
-                                   dilation[1], bool(need_dx), dx, partial, partial_db))
+    run(blocks, (blocks,) + dys + (x, kt, kh, kw, padding[0], padding[1], dilation[0], dilation[1], bool(need_dx), dx,
+                                   partial, partial_db))
     dk = sum_blocks(partial.reshape(blocks, f * taps)).reshape(partial.shape[1:])
     return dx, np.ascontiguousarray(dk.T if transposed else dk).reshape(k.shape), sum_blocks(partial_db)
 

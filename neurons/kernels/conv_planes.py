@@ -156,6 +156,24 @@ def widen_plane(dy, relu_y, s, q, dst, wp):
     return total(dst, oh * wp)
 
 
+@jit
+def unpool_plane(dy, mask, arg, relu, dst, w, wp):
+    """``widen_plane`` of what ``maxpool``'s 2 x 2 backward with stride 2 gives a convolution's
+    output plane of width ``w``: dy (oh // 2, w // 2) at each window's maximum ``arg`` (flat
+    indices into the plane), zeros elsewhere, through the ReLU if ``relu`` (``mask``: the pooled
+    output, the ReLU's at those places), into dst (oh·wp); returns the sum written (for db)."""
+    zero = dy.dtype.type(0.0)
+    for t in range(dst.shape[0]):
+        dst[t] = zero
+    for a in range(dy.shape[0]):
+        for b in range(dy.shape[1]):
+            d, m, where = dy[a, b], mask[a, b], arg[a, b] - 2 * (a * w + b)        # 0, 1, w or w + 1
+            if where >= w:
+                where += wp - w
+            dst[at(2 * a, 2 * b, wp) + where] = zero if relu and m <= zero else d
+    return total(dst, dst.shape[0])
+
+
 @jit(inline="always")
 def total(a, n):
     """The sum of a[:n], in one pass (a widened dy's, for db)."""

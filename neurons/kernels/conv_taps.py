@@ -21,7 +21,8 @@ import numpy as np
 
 from ._blocks import block_count, parallel
 from ._config import jit, span
-from .conv_planes import at, copy_out, pad_plane, padded_length, shifted, sum_blocks, total, widen_plane
+from .conv_planes import (at, copy_out, pad_plane, padded_length, shifted, sum_blocks, total, unpool_plane,
+                          widen_plane)
 from .maxpool import _nan_windows, best_of_four
 from .tiles import add_lanes, aligned_empty, dot_products, lanes, tap_products, tile_columns
 
@@ -203,23 +204,6 @@ def _backward_body(blk, blocks, dy, relu_y, x, kr, kh, kw, ph, pw, dh, dw, need_
 _backward_blocks = parallel(_backward_body)
 
 
-@jit(inline="always")
-def _unpool_plane(dy, mask, arg, relu, dst, w, wp):
-    """``widen_plane`` of what ``maxpool``'s 2 x 2 backward gives: dy (oh // 2, ow // 2) at each
-    window's maximum ``arg``, zeros elsewhere, through the ReLU if ``relu`` (``mask``: the pooled
-    output, the ReLU's at those places), into dst (oh·wp); returns the sum written (for db)."""
-    zero = dy.dtype.type(0.0)
-    for t in range(dst.shape[0]):
-        dst[t] = zero
-    for a in range(dy.shape[0]):
-        for b in range(dy.shape[1]):
-            d, m, where = dy[a, b], mask[a, b], arg[a, b] - 2 * (a * w + b)        # 0, 1, w or w + 1
-            if where >= w:
-                where += wp - w
-            dst[at(2 * a, 2 * b, wp) + where] = zero if relu and m <= zero else d
-    return total(dst, dst.shape[0])
-
-
 @jit
 def _backward_pooled_body(blk, blocks, dy, arg, relu_y, x, kr, kh, kw, ph, pw, dh, dw, need_dx, dx, partial,
                           partial_db):
@@ -236,7 +220,7 @@ def _backward_pooled_body(blk, blocks, dy, arg, relu_y, x, kr, kh, kw, ph, pw, d
     lo, hi = span(blk, blocks, dy.shape[0])
     for s in range(lo, hi):
         for q in range(f):
-            db[q] += _unpool_plane(dy[s, q], mask[s, q], arg[s, q], relu, dyp[q, first:first + length], w, wp)
+            db[q] += unpool_plane(dy[s, q], mask[s, q], arg[s, q], relu, dyp[q, first:first + length], w, wp)
         _sample_gradients(x, s, ph, pw, wp, g, xps, x_taps, dk_lanes, need_dx, kr, dyp, dy_taps, out, dx)
     add_lanes(dk_lanes, partial[blk])
 
@@ -264,27 +248,24 @@ def turned(k):
 
 def backward(dy, relu_y, x, k, padding, dilation, need_dx):
     """``(dx, dk, db)`` at stride 1 with ``same_padding``; dx is empty (0, C, H, W) unless ``need_dx``."""
-    n, f, c, kh, kw = dy.shape[0], k.shape[0], k.shape[1], k.shape[2], k.shape[3]
-    taps = c * kh * kw
-    dx = np.empty((n if need_dx else 0,) + x.shape[1:], dy.dtype)
-    blocks = block_count(n)
-    partial = np.zeros((blocks, f, taps), dy.dtype)
-    partial_db = np.zeros((blocks, f), dy.dtype)
-    kr = turned(np.ascontiguousarray(k))
-    _backward_blocks(blocks, (blocks, dy, relu_y, x, kr, kh, kw, padding[0], padding[1], dilation[0], dilation[1],
-                              bool(need_dx), dx, partial, partial_db))
-    return dx, sum_blocks(partial.reshape(blocks, f * taps)).reshape(k.shape), sum_blocks(partial_db)
+    return _backward(_backward_blocks, (dy, relu_y), x, k, padding, dilation, need_dx)
 
 
 def backward_pooled(dy, arg, relu_y, x, k, padding, dilation, need_dx):
     """``backward`` of ``forward_pooled``'s layer from its output's dy, its arg and (the ReLU's mask,
     or empty) its values: ``(dx, dk, db)``."""
+    return _backward(_backward_pooled_blocks, (dy, arg, relu_y), x, k, padding, dilation, need_dx)
+
+
+def _backward(run, dys, x, k, padding, dilation, need_dx):
+    """``run`` (a backward body's blocks) on dy and what goes with it (``dys``); ``(dx, dk, db)``."""
+    dy = dys[0]
     n, f, c, kh, kw = dy.shape[0], k.shape[0], k.shape[1], k.shape[2], k.shape[3]
     taps = c * kh * kw
     dx = np.empty((n if need_dx else 0,) + x.shape[1:], dy.dtype)
     blocks = block_count(n)
     partial = np.zeros((blocks, f, taps), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
-    _backward_pooled_blocks(blocks, (blocks, dy, arg, relu_y, x, turned(np.ascontiguousarray(k)), kh, kw, padding[0],
-                                     padding[1], dilation[0], dilation[1], bool(need_dx), dx, partial, partial_db))
+    run(blocks, (blocks,) + dys + (x, turned(np.ascontiguousarray(k)), kh, kw, padding[0], padding[1], dilation[0],
+                                   dilation[1], bool(need_dx), dx, partial, partial_db))
     return dx, sum_blocks(partial.reshape(blocks, f * taps)).reshape(k.shape), sum_blocks(partial_db)
