@@ -17,10 +17,11 @@ no ``coupling="mean"``); the program's last op applies a dense layer; else None.
 program's ops (``graph.py``) with the very kernels the general path calls (their own machine
 code, on arguments of the same types, split into the same blocks), and sums gradients in the
 order ``graph.run_backward`` does: the params, optimizer state and losses are bit for bit those
-of the general path. One pair of ops runs as one: a convolution by tap tiles and the 2 x 2
-max-pool that alone reads its output (``_pool_in_convolutions``), by ``conv_taps``' pooled
-kernels, whose every value and comparison is the two layers' (bit for bit too); at batch 128
-quickstart's epoch took 0.72 -> 0.66 s, loop's 2.32 -> 2.18, lenet's 13.1 -> 11.6.
+of the general path. One pair of ops runs as one: a convolution by tap tiles or GEMM and the
+2 x 2 max-pool that alone reads its output (``_pool_in_convolutions``), by the pooled kernels of
+``conv_taps`` and ``conv_gemm``, whose every value and comparison is the two layers' (bit for bit
+too); at batch 128 quickstart's epoch took 0.72 -> 0.66 s, loop's 2.32 -> 2.18, lenet's 13.1 ->
+11.6 with the tap tiles' alone (lenet's 32 -> 64 by GEMM: its backward 15.3 -> 13.1 ms).
 
 Between chunks (``Runner.chunk`` steps, about 50 ms of work at most) control is back in Python,
 so Ctrl-C and a progress bar work as they do step by step.
