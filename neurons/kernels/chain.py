@@ -21,12 +21,13 @@ state and the losses are the general path's, bit for bit. The dense bodies
 (``dense._forward_body`` and ``_backward_body``) are named here (``_blocks.kernel``, and
 ``_blocks.address`` for their blocks); the activations' serial ``FORWARD``/``BACKWARD`` kernels,
 the convolution and max-pool block bodies (``conv_taps``', ``conv_direct``'s or ``conv_gemm``'s, as
-``conv.py``'s table picks them, or ``conv_taps``' pooled ones; the 2 x 2 or the general max-pool), the sum of a convolution's
-per-block partials (``conv_planes.sum_blocks``), the loss (an objective kernel, or
-``softmax_cross_entropy``) and the optimizer (``optim._sgd``, ``_adam``, ``_rmsprop``, or their
-block bodies) are chosen at run time: ``neurons/_fused.py`` passes the addresses of the ones the
-network uses (``_blocks.call_at``), so that only they compile, not every kernel a branch here
-could name (5 of the 18 s a cold start of a small dense network took).
+``conv.py``'s table picks them, or the pooled ones of ``conv_taps`` and ``conv_gemm``; the 2 x 2 or
+the general max-pool), the sum of a convolution's per-block partials (``conv_planes.sum_blocks``),
+the loss (an objective kernel, or ``softmax_cross_entropy``) and the optimizer (``optim._sgd``,
+``_adam``, ``_rmsprop``, or their block bodies) are chosen at run time: ``neurons/_fused.py``
+passes the addresses of the ones the network uses (``_blocks.call_at``), so that only they
+compile, not every kernel a branch here could name (5 of the 18 s a cold start of a small dense
+network took).
 
 With ``outs`` (``Network.predict``) it runs the forward ops only and writes the outputs.
 
@@ -188,8 +189,9 @@ def _conv_forward(g, x, params, woff, boff, no_bias, y, arg, m, at):
 def _conv_backward(g, dy, x, y, arg, params, grads, woff, boff, need_dx, dx, m, at, sum_at):
     """``conv.conv_backward`` of layer ``g``: its implementation's backward body at ``at`` (dy
     through the fused ReLU of the output ``y`` when the layer has one; POOLED, POOLED_GEMM: dy, y
-    and ``arg`` the max-pool's), the blocks' partials summed by ``conv_planes.sum_blocks`` at ``sum_at``, dk
-    (and db if ``boff`` >= 0) written into the flat ``grads``, dx into the flat ``dx`` if ``need_dx``."""
+    and ``arg`` the max-pool's), the blocks' partials summed by ``conv_planes.sum_blocks`` at
+    ``sum_at``, dk (and db if ``boff`` >= 0) written into the flat ``grads``, dx into the flat
+    ``dx`` if ``need_dx``."""
     c, h, w, f, oh, ow, kh, kw = g[C], g[H], g[W], g[F], g[OH], g[OW], g[KH], g[KW]
     taps = c * kh * kw
     k = params[woff:woff + f * taps].reshape((f, c, kh, kw))

@@ -23,7 +23,7 @@ from ._blocks import block_count, parallel
 from ._config import jit, span
 from .conv_planes import (at, copy_out, pad_plane, padded_length, shifted, sum_blocks, total, unpool_plane,
                           widen_plane)
-from .maxpool import _nan_windows, best_of_four
+from .maxpool import nan_windows, best_of_four
 from .tiles import add_lanes, aligned_empty, dot_products, lanes, tap_products, tile_columns
 
 
@@ -103,17 +103,19 @@ def _pool_out(flat, y, arg, shift, relu, wp, plane):
     for a in range(oh2):
         corner = 2 * a * w
         for b in range(ow):
-            # unsigned indices: no checks for negative ones, and LLVM vectorises the loop
+            # unsigned indices: no checks for negative ones
             t, o = np.uint64(at(2 * a, 2 * b, wp)), np.uint64(a * ow + b)
             best, where = best_of_four(shifted(flat[t], shift, relu, zero), shifted(flat[t + one], shift, relu, zero),
                                        shifted(flat[t + row], shift, relu, zero),
                                        shifted(flat[t + row + one], shift, relu, zero), w)
             flat_y[o] = best
             flat_arg[o] = corner + 2 * b + where
-    sum_ = total(flat, plane.shape[0] * wp)
-    if sum_ != sum_:        # a NaN (or inf - inf) in the plane: maxpool's own pass over its windows
+    # a NaN in a window is in the plane before its bias and ReLU (the bias is finite); a NaN sum
+    # (a NaN, or inf - inf, also in the columns past the plane's) takes maxpool's own pass
+    plane_sum = total(flat, plane.shape[0] * wp)
+    if plane_sum != plane_sum:
         copy_out(flat, plane, shift, relu, wp)
-        _nan_windows(plane.reshape(plane.size), 2, 2, 2, 2, w, y.reshape(y.size), arg.reshape(arg.size), y.shape[1])
+        nan_windows(plane.reshape(plane.size), 2, 2, 2, 2, w, flat_y, flat_arg, ow)
 
 
 @jit
@@ -207,8 +209,8 @@ _backward_blocks = parallel(_backward_body)
 @jit
 def _backward_pooled_body(blk, blocks, dy, arg, relu_y, x, kr, kh, kw, ph, pw, dh, dw, need_dx, dx, partial,
                           partial_db):
-    """``_backward_body`` from the pooled output's dy (N, F, oh // 2, ow // 2), its ``arg`` and (when
-    the convolution has a ReLU, else empty) its values ``relu_y``."""
+    """``_backward_body`` ("same" padding) from the pooled output's dy (N, F, H // 2, W // 2), its
+    ``arg`` and (when the convolution has a ReLU, else empty) its values ``relu_y``."""
     f = dy.shape[1]
     c, h, w = x.shape[1], x.shape[2], x.shape[3]
     wp, length, cols, first, xps, dyp, x_taps, dy_taps, dk_lanes, out = _backward_buffers(

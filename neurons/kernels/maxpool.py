@@ -3,7 +3,7 @@
 ``H' = floor((H - kh) / sh) + 1``. ``arg`` records the flat index ``h·W + w`` of each window's
 first maximum (row-major window order), where the gradient goes; gradients of overlapping
 windows that pick the same element add up. A NaN beats every number, as in PyTorch: a window
-holding a NaN gives NaN, and its gradient goes to the window's first NaN (see ``_nan_windows``).
+holding a NaN gives NaN, and its gradient goes to the window's first NaN (see ``nan_windows``).
 
 The general forward pass is a plain scalar loop per window over the flattened plane (measured
 faster than row slices for every shape tried: 2.5x on 14 x 14 planes, where rows are short).
@@ -41,7 +41,7 @@ def _first_nan(plane, at, kh, kw, w):
 
 
 @jit(inline="always")
-def _nan_windows(plane, kh, kw, sh, sw, w, y_plane, arg_plane, ow):
+def nan_windows(plane, kh, kw, sh, sw, w, y_plane, arg_plane, ow):
     """After a plane's pass: every window that holds a NaN gets the first one as its output and arg.
 
     The passes compare with a plain ``>``, which a NaN fails, and stay as they were: a NaN-aware
@@ -65,7 +65,7 @@ def _nan_windows(plane, kh, kw, sh, sw, w, y_plane, arg_plane, ow):
 def best_of_four(v0, v1, v2, v3, w):
     """A 2 x 2 window's maximum, its values given row by row, and where it lies in a plane of
     width ``w`` from the window's corner (0, 1, w or w + 1): the first of equal values; never a
-    NaN's place (``_nan_windows`` finds those)."""
+    NaN's place (``nan_windows`` finds those)."""
     upper = v1 > v0
     top, top_at = v1 if upper else v0, 1 if upper else 0
     lower = v3 > v2
@@ -96,7 +96,7 @@ def _forward_2x2_body(blk, blocks, x, y, arg):
                 best, at = best_of_four(top[2 * b], top[2 * b + 1], bottom[2 * b], bottom[2 * b + 1], w)
                 y_row[b] = best
                 arg_row[b] = 2 * a * w + 2 * b + at
-        _nan_windows(plane, 2, 2, 2, 2, w, y_plane, arg_plane, ow)
+        nan_windows(plane, 2, 2, 2, 2, w, y_plane, arg_plane, ow)
 
 
 _forward_2x2_blocks = parallel(_forward_2x2_body)
@@ -135,7 +135,7 @@ def _forward_any_body(blk, blocks, x, kh, kw, sh, sw, y, arg):
                             at = p
                 best_out[a * ow + b] = best
                 arg_out[a * ow + b] = at
-        _nan_windows(plane, kh, kw, sh, sw, w, best_out, arg_out, ow)
+        nan_windows(plane, kh, kw, sh, sw, w, best_out, arg_out, ow)
 
 
 _forward_any_blocks = parallel(_forward_any_body)
