@@ -23,7 +23,7 @@ from ._blocks import block_count, parallel
 from ._config import jit, span
 from .conv_planes import (at, copy_out, pad_plane, padded_length, shifted, sum_blocks, total, unpool_plane,
                           widen_plane)
-from .maxpool import nan_windows, best_of_four
+from .maxpool import best_of_four, nan_windows
 from .tiles import add_lanes, aligned_empty, dot_products, lanes, tap_products, tile_columns
 
 
