@@ -53,21 +53,32 @@ def _geometry(h, w, oh, ph, pw, kw, dw, like):
 @jit
 def _forward_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y):
     """Block ``blk`` of the samples, with the bias (b may be empty) and, if ``relu``, the ReLU."""
-    n, c, h, w = x.shape
-    f, _, kh, kw = k.shape
-    wp, length, cols, size = _geometry(h, w, y.shape[2], ph, pw, kw, dw, x)
+    wp, xps, out, offsets, k2 = _forward_buffers(x, k, y.shape[2], ph, pw, dh, dw)
     zero = x.dtype.type(0.0)
-    xps = aligned_empty(c, size, x)
-    out = aligned_empty(f, cols, x)
-    offsets = tap_offsets(c, kh, kw, dh, dw, wp, size)
-    k2 = k.reshape(f, c * kh * kw)
-    lo, hi = span(blk, blocks, n)
+    lo, hi = span(blk, blocks, x.shape[0])
     for s in range(lo, hi):
-        for ch in range(c):
-            pad_plane(x[s, ch], xps[ch], ph, pw)
-        tap_products(k2, xps.reshape(c * size), offsets, out)
-        for q in range(f):
+        _sample_products(x, s, ph, pw, xps, k2, offsets, out)
+        for q in range(k.shape[0]):
             copy_out(out[q], y[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp)
+
+
+@jit(inline="always")
+def _forward_buffers(x, k, oh, ph, pw, dh, dw):
+    """A block's buffers for the forward bodies: the padded width, x's padded planes, the output
+    at the padded width, the taps' offsets and k as (F, C·kh·kw)."""
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    f, kh, kw = k.shape[0], k.shape[2], k.shape[3]
+    wp, length, cols, size = _geometry(h, w, oh, ph, pw, kw, dw, x)
+    return (wp, aligned_empty(c, size, x), aligned_empty(f, cols, x), tap_offsets(c, kh, kw, dh, dw, wp, size),
+            k.reshape(f, c * kh * kw))
+
+
+@jit(inline="always")
+def _sample_products(x, s, ph, pw, xps, k2, offsets, out):
+    """Sample ``s``'s output at the padded width into ``out``, before its bias."""
+    for ch in range(x.shape[1]):
+        pad_plane(x[s, ch], xps[ch], ph, pw)
+    tap_products(k2, xps.reshape(xps.shape[0] * xps.shape[1]), offsets, out)
 
 
 _forward_blocks = parallel(_forward_body)
@@ -121,22 +132,14 @@ def _pool_out(flat, y, arg, shift, relu, wp, plane):
 @jit
 def _forward_pooled_body(blk, blocks, x, k, b, relu, ph, pw, dh, dw, y, arg):
     """``_forward_body``'s block, each output plane max-pooled as it is copied out (``_pool_out``)."""
-    n, c, h, w = x.shape
-    f, _, kh, kw = k.shape
-    oh, ow = h + 2 * ph - dh * (kh - 1), w + 2 * pw - dw * (kw - 1)
-    wp, length, cols, size = _geometry(h, w, oh, ph, pw, kw, dw, x)
+    oh = x.shape[2] + 2 * ph - dh * (k.shape[2] - 1)
+    wp, xps, out, offsets, k2 = _forward_buffers(x, k, oh, ph, pw, dh, dw)
     zero = x.dtype.type(0.0)
-    xps = aligned_empty(c, size, x)
-    out = aligned_empty(f, cols, x)
-    plane = np.empty((oh, ow), x.dtype)
-    offsets = tap_offsets(c, kh, kw, dh, dw, wp, size)
-    k2 = k.reshape(f, c * kh * kw)
-    lo, hi = span(blk, blocks, n)
+    plane = np.empty((oh, x.shape[3] + 2 * pw - dw * (k.shape[3] - 1)), x.dtype)
+    lo, hi = span(blk, blocks, x.shape[0])
     for s in range(lo, hi):
-        for ch in range(c):
-            pad_plane(x[s, ch], xps[ch], ph, pw)
-        tap_products(k2, xps.reshape(c * size), offsets, out)
-        for q in range(f):
+        _sample_products(x, s, ph, pw, xps, k2, offsets, out)
+        for q in range(k.shape[0]):
             _pool_out(out[q], y[s, q], arg[s, q], b[q] if b.shape[0] > 0 else zero, relu, wp, plane)
 
 
