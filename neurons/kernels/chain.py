@@ -205,22 +205,16 @@ def _conv_backward(g, dy, x, y, arg, params, grads, woff, boff, need_dx, dx, m, 
     transposed = gemm and taps > f      # conv_gemm.backward's layout of dk
     partial = np.zeros((blocks, taps, f) if transposed else (blocks, f, taps), dy.dtype)
     partial_db = np.zeros((blocks, f), dy.dtype)
-    if g[IMPL] == GEMM:             # k as (C·kh·kw, F), as conv_gemm.backward passes it
-        kt = np.ascontiguousarray(k.reshape((f, taps)).T)
-        _body(at, blocks, (blocks, dy4, relu_y, x4, kt, kh, kw, g[PH], g[PW], g[DH], g[DW], need_dx, dx4, partial,
-                           partial_db))
-    elif g[IMPL] == POOLED_GEMM:
-        kt = np.ascontiguousarray(k.reshape((f, taps)).T)
-        _body(at, blocks, (blocks, dy4, arg.reshape((m, f, oh, ow)), relu_y, x4, kt, kh, kw, g[PH], g[PW], g[DH],
-                           g[DW], need_dx, dx4, partial, partial_db))
-    elif g[IMPL] == TAPS:           # k turned and swapped, as conv_taps.backward passes it
-        _body(at, blocks, (blocks, dy4, relu_y, x4, turned(k), kh, kw, g[PH], g[PW], g[DH], g[DW], need_dx, dx4,
-                           partial, partial_db))
-    elif g[IMPL] == POOLED:
-        _body(at, blocks, (blocks, dy4, arg.reshape((m, f, oh, ow)), relu_y, x4, turned(k), kh, kw, g[PH], g[PW],
-                           g[DH], g[DW], need_dx, dx4, partial, partial_db))
-    else:
+    if g[IMPL] == DIRECT:
         _body(at, blocks, (blocks, dy4, relu_y, x4, k, g[PH], g[PW], g[DH], g[DW], need_dx, dx4, partial, partial_db))
+    else:   # k as (C·kh·kw, F) for GEMM, turned and swapped for the taps, as their backward passes it
+        kt = np.ascontiguousarray(k.reshape((f, taps)).T) if gemm else turned(k)
+        if g[IMPL] == POOLED or g[IMPL] == POOLED_GEMM:
+            _body(at, blocks, (blocks, dy4, arg.reshape((m, f, oh, ow)), relu_y, x4, kt, kh, kw, g[PH], g[PW], g[DH],
+                               g[DW], need_dx, dx4, partial, partial_db))
+        else:
+            _body(at, blocks, (blocks, dy4, relu_y, x4, kt, kh, kw, g[PH], g[PW], g[DH], g[DW], need_dx, dx4, partial,
+                               partial_db))
     dk = call_at(sum_at, (partial.reshape((blocks, f * taps)),), grads[:0])
     if transposed:
         dk = np.ascontiguousarray(dk.reshape((taps, f)).T).reshape(f * taps)

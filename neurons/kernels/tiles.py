@@ -140,9 +140,9 @@ def _dot_tile(typingctx, g, b, offsets, part, q, t, length, rows, taps):
     """``part[q + r, t + u] += Σ_s g[q + r, s:s + V] · b[offsets[t + u] + s:... + V]`` over ``s`` in
     steps of a vector ``V`` up to ``length`` (a whole number of vectors), for ``r`` below the literal
     ``rows`` and ``u`` below the literal ``taps``: the weights' gradient of a convolution by tap
-    tiles (``conv_taps.py``, ``conv_direct.py``), dy (``g``, at the padded width) against each tap's slice of the flat padded planes
-    ``b`` (see ``_tap_tile``), lane by lane into vector partials ``part (F, taps, V)`` (their
-    lanes summed once at the end, not per sample). The accumulators (``rows · taps`` vectors) stay
+    tiles (``conv_taps.py``, ``conv_direct.py``), dy (``g``, at the padded width) against each
+    tap's slice of the flat padded planes ``b`` (see ``_tap_tile``), lane by lane into vector
+    partials ``part (F, taps, V)`` (their lanes summed once at the end, not per sample). The accumulators (``rows · taps`` vectors) stay
     in registers while ``s`` runs: a vector load of each row and of each tap per step."""
     if not (isinstance(g, types.Array) and g.ndim == 2 and isinstance(part, types.Array) and part.ndim == 3
             and isinstance(b, types.Array) and b.ndim == 1 and b.layout == "C"
